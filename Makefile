@@ -1,0 +1,87 @@
+# dmabuf-rw: dma-buf read/write via io_uring.
+#
+#   make demo            boot the test VM and run the demo
+#   make test            build everything and run the tests (TAP)
+#   make tree            kernel work tree build/linux = source + series
+#   make export          write kernel/patches/ from the work tree
+#   make series-status   fail if the work tree has unexported work
+#   make kernel          build the debug (test) kernel
+#   make kernel-base     build the base (benchmark) kernel
+#   make tools           build the static guest programs
+#   make shell           boot the test VM with a shell on the console
+#
+# KERNEL_SRC=/path uses your own vanilla v7.2 tree instead of Debian's
+# linux-source-7.2.  IOMMU=strict|lazy|pt|none picks the mode of `make demo`
+# and `make shell`; TEST_IOMMU_MODES the modes `make test` boots.
+
+SHELL := /bin/bash
+TOP := $(CURDIR)
+BUILD := $(TOP)/build
+TREE := $(BUILD)/linux
+GUEST := $(BUILD)/guest
+IOMMU ?= strict
+
+CC := gcc
+USER_CFLAGS := -O2 -g -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
+	-static -I$(TOP)/tools/lib -I$(TOP)/tests
+HARNESS := -I$(TREE)/tools/testing/selftests
+LIB_SRC := tools/lib/dmabufrw.c
+LIB_HDR := tools/lib/dmabufrw.h
+TESTS := $(shell cat tests/list)
+TEST_BINS := $(addprefix $(GUEST)/tests/,$(TESTS))
+TOOL_BINS := $(GUEST)/tools/dmabuf-rw-demo
+
+.PHONY: all deps tree export series-status kernel kernel-base tools \
+	initramfs test demo shell checkpatch clean distclean
+
+all: kernel tools initramfs
+
+deps:
+	@scripts/install-deps
+
+tree: deps
+	@scripts/tree make
+
+export:
+	@scripts/tree export
+
+series-status:
+	@scripts/tree status
+
+kernel: tree
+	@scripts/build-kernel debug
+
+kernel-base: tree
+	@scripts/build-kernel base
+
+tools: $(TEST_BINS) $(TOOL_BINS)
+
+$(GUEST)/tests/%: tests/%.c tests/util.h $(LIB_SRC) $(LIB_HDR) | tree
+	@mkdir -p $(@D)
+	$(CC) $(USER_CFLAGS) $(HARNESS) -o $@ $< $(LIB_SRC) -luring -lpthread
+
+$(GUEST)/tools/dmabuf-rw-demo: tools/demo/dmabuf-rw-demo.c $(LIB_SRC) $(LIB_HDR) | tree
+	@mkdir -p $(@D)
+	$(CC) $(USER_CFLAGS) -o $@ $< $(LIB_SRC) -luring
+
+initramfs: tools
+	@scripts/mk-initramfs debug
+
+test: kernel initramfs
+	@scripts/run-tests
+
+demo: kernel initramfs
+	@scripts/run-vm --mode demo --iommu $(IOMMU) --timeout 600; rc=$$?; \
+	 sed -e 's/\r$$//' -e '/^@@@ /d' $(BUILD)/vm/debug-$(IOMMU)-demo/results.txt; exit $$rc
+
+shell: kernel initramfs
+	@scripts/run-vm --mode shell --iommu $(IOMMU)
+
+checkpatch: tree
+	@scripts/checkpatch-series
+
+clean:
+	rm -rf $(GUEST) $(BUILD)/vm $(BUILD)/initramfs-*
+
+distclean:
+	rm -rf $(BUILD)

@@ -1,0 +1,114 @@
+// SPDX-License-Identifier: MIT
+/*
+ * libdmabufrw: exporter helpers.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <linux/dma-buf.h>
+#include <linux/dma-heap.h>
+#include <linux/udmabuf.h>
+
+#include "dmabufrw.h"
+
+int dmabufrw_alloc_udmabuf(size_t size, int *memfd_out)
+{
+	struct udmabuf_create create = { 0 };
+	int memfd, devfd, fd, err;
+
+	memfd = memfd_create("dmabufrw", MFD_ALLOW_SEALING | MFD_CLOEXEC);
+	if (memfd < 0)
+		return -errno;
+	if (ftruncate(memfd, size) < 0 ||
+	    fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK) < 0) {
+		err = -errno;
+		goto out_memfd;
+	}
+	devfd = open("/dev/udmabuf", O_RDWR | O_CLOEXEC);
+	if (devfd < 0) {
+		err = -errno;
+		goto out_memfd;
+	}
+	create.memfd = memfd;
+	create.flags = UDMABUF_FLAGS_CLOEXEC;
+	create.offset = 0;
+	create.size = size;
+	fd = ioctl(devfd, UDMABUF_CREATE, &create);
+	err = fd < 0 ? -errno : fd;
+	close(devfd);
+	if (fd < 0)
+		goto out_memfd;
+	if (memfd_out)
+		*memfd_out = memfd;
+	else
+		close(memfd);
+	return fd;
+
+out_memfd:
+	close(memfd);
+	return err;
+}
+
+int dmabufrw_alloc_heap(const char *heap, size_t size)
+{
+	struct dma_heap_allocation_data data = {
+		.len = size,
+		.fd_flags = O_RDWR | O_CLOEXEC,
+	};
+	char path[128];
+	int heapfd, ret;
+
+	snprintf(path, sizeof(path), "/dev/dma_heap/%s", heap ? heap : "system");
+	heapfd = open(path, O_RDONLY | O_CLOEXEC);
+	if (heapfd < 0)
+		return -errno;
+	ret = ioctl(heapfd, DMA_HEAP_IOCTL_ALLOC, &data);
+	ret = ret < 0 ? -errno : (int)data.fd;
+	close(heapfd);
+	return ret;
+}
+
+int64_t dmabufrw_size(int dmabuf_fd)
+{
+	off_t end = lseek(dmabuf_fd, 0, SEEK_END);
+
+	if (end < 0)
+		return -errno;
+	lseek(dmabuf_fd, 0, SEEK_SET);
+	return end;
+}
+
+static int cpu_sync(int fd, uint64_t flags, int read, int write)
+{
+	struct dma_buf_sync sync = { .flags = flags };
+
+	if (read)
+		sync.flags |= DMA_BUF_SYNC_READ;
+	if (write)
+		sync.flags |= DMA_BUF_SYNC_WRITE;
+	while (ioctl(fd, DMA_BUF_IOCTL_SYNC, &sync) < 0) {
+		if (errno != EINTR && errno != EAGAIN)
+			return -errno;
+	}
+	return 0;
+}
+
+int dmabufrw_cpu_begin(int dmabuf_fd, int read, int write)
+{
+	return cpu_sync(dmabuf_fd, DMA_BUF_SYNC_START, read, write);
+}
+
+int dmabufrw_cpu_end(int dmabuf_fd, int read, int write)
+{
+	return cpu_sync(dmabuf_fd, DMA_BUF_SYNC_END, read, write);
+}
+
+int dmabufrw_set_name(int dmabuf_fd, const char *name)
+{
+	return ioctl(dmabuf_fd, DMA_BUF_SET_NAME_B, name) < 0 ? -errno : 0;
+}

@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libdmabufrw: helpers for dma-buf backed io_uring I/O.
+ *
+ * Exporter helpers allocate dma-bufs from the in-kernel exporters that every
+ * test machine has (udmabuf, the system dma-heap).  All functions return a
+ * non-negative value on success and -errno on failure, like liburing.
+ */
+#ifndef DMABUFRW_H
+#define DMABUFRW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * Allocate a dma-buf of @size bytes (a multiple of the page size) backed by a
+ * sealed memfd through /dev/udmabuf.  If @memfd is not NULL it receives the
+ * memfd (the CPU view of the same pages); otherwise the memfd is closed.
+ * Returns the dma-buf fd.
+ */
+int dmabufrw_alloc_udmabuf(size_t size, int *memfd);
+
+/*
+ * Allocate a dma-buf of @size bytes from the dma-heap @heap ("system" when
+ * NULL).  Returns the dma-buf fd.
+ */
+int dmabufrw_alloc_heap(const char *heap, size_t size);
+
+/* Size of a dma-buf, from lseek(SEEK_END). */
+int64_t dmabufrw_size(int dmabuf_fd);
+
+/*
+ * Bracket CPU access to a mapped dma-buf (DMA_BUF_IOCTL_SYNC).  @write says
+ * whether the CPU writes; @read whether it reads.
+ */
+int dmabufrw_cpu_begin(int dmabuf_fd, int read, int write);
+int dmabufrw_cpu_end(int dmabuf_fd, int read, int write);
+
+/* Name a dma-buf (DMA_BUF_SET_NAME); shows in debugfs and the BPF iterator. */
+int dmabufrw_set_name(int dmabuf_fd, const char *name);
+
+#endif
