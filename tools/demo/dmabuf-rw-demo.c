@@ -31,6 +31,8 @@ static int read_line(const char *path, char *buf, size_t size)
 	if (!fgets(buf, size, f))
 		buf[0] = 0;
 	buf[strcspn(buf, "\n")] = 0;
+	for (size_t n = strlen(buf); n && buf[n - 1] == ' '; n--)
+		buf[n - 1] = 0;
 	fclose(f);
 	return 0;
 }
@@ -98,6 +100,6 @@ int main(void)
 	       io_uring_opcode_supported(probe, IORING_OP_READ_FIXED) ? "yes" : "no",
 	       io_uring_opcode_supported(probe, IORING_OP_WRITE_FIXED) ? "yes" : "no");
 	io_uring_free_probe(probe);
-	printf("  dma-buf I/O:     not in this kernel yet (the series is empty)\n");
+	printf("  dma-buf I/O:     not in this kernel yet\n");
 	return 0;
 }
