@@ -14,7 +14,77 @@
 #include <linux/dma-heap.h>
 #include <linux/udmabuf.h>
 
+#include <liburing.h>
+#include <sys/syscall.h>
+
 #include "dmabufrw.h"
+
+/*
+ * The uAPI of the dmabuf-rw series, for headers that predate it.  These
+ * mirror include/uapi/linux/io_uring.h of the series.
+ */
+#define DMABUFRW_RSRC_UPDATE_DESC	(1U << 0)
+enum {
+	DMABUFRW_REGBUF_EMPTY,
+	DMABUFRW_REGBUF_USER,
+	DMABUFRW_REGBUF_DMABUF,
+};
+
+struct dmabufrw_regbuf_desc {
+	uint32_t type;
+	uint32_t flags;
+	uint64_t addr;
+	uint64_t len;
+	int32_t dmabuf_fd;
+	int32_t target_fd;
+	uint64_t resv[2];
+};
+
+struct dmabufrw_rsrc_update2 {
+	uint32_t offset;
+	uint32_t flags;
+	uint64_t data;
+	uint64_t tags;
+	uint32_t nr;
+	uint32_t resv2;
+};
+
+static int update_slot(struct io_uring *ring, unsigned int index,
+		       const struct dmabufrw_regbuf_desc *desc)
+{
+	struct dmabufrw_rsrc_update2 up = {
+		.offset = index,
+		.flags = DMABUFRW_RSRC_UPDATE_DESC,
+		.data = (uint64_t)(uintptr_t)desc,
+		.nr = 1,
+	};
+	int ret;
+
+	ret = syscall(__NR_io_uring_register, ring->ring_fd,
+		      IORING_REGISTER_BUFFERS_UPDATE, &up, sizeof(up));
+	if (ret < 0)
+		return -errno;
+	return ret == 1 ? 0 : -EIO;
+}
+
+int io_uring_register_dmabuf(struct io_uring *ring, unsigned int index,
+			     int dmabuf_fd, int target_fd)
+{
+	struct dmabufrw_regbuf_desc desc = {
+		.type = DMABUFRW_REGBUF_DMABUF,
+		.dmabuf_fd = dmabuf_fd,
+		.target_fd = target_fd,
+	};
+
+	return update_slot(ring, index, &desc);
+}
+
+int io_uring_unregister_buffer_slot(struct io_uring *ring, unsigned int index)
+{
+	struct dmabufrw_regbuf_desc desc = { .type = DMABUFRW_REGBUF_EMPTY };
+
+	return update_slot(ring, index, &desc);
+}
 
 int dmabufrw_alloc_udmabuf(size_t size, int *memfd_out)
 {

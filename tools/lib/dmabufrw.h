@@ -39,4 +39,20 @@ int dmabufrw_cpu_end(int dmabuf_fd, int read, int write);
 /* Name a dma-buf (DMA_BUF_SET_NAME); shows in debugfs and the BPF iterator. */
 int dmabufrw_set_name(int dmabuf_fd, const char *name);
 
+/*
+ * io_uring registration of a dma-buf (needs the dmabuf-rw series).
+ *
+ * The ring's buffer table must have a free slot @index (for example from
+ * io_uring_register_buffers_sparse()).  READ_FIXED and WRITE_FIXED with
+ * buf_index @index on @target_fd (a block device opened O_DIRECT) then move
+ * data between the device and the dma-buf, with sqe->addr the offset in the
+ * dma-buf.  Returns 0 or -errno.
+ */
+struct io_uring;
+int io_uring_register_dmabuf(struct io_uring *ring, unsigned int index,
+			     int dmabuf_fd, int target_fd);
+
+/* Empty slot @index of the ring's buffer table. */
+int io_uring_unregister_buffer_slot(struct io_uring *ring, unsigned int index);
+
 #endif
