@@ -11,6 +11,8 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
+#include <pthread.h>
 #include <unistd.h>
 #include <liburing.h>
 
@@ -19,6 +21,9 @@
 #include "dmabufrw.h"
 
 #define MiB	(1024UL * 1024)
+
+/* Linux 6.15 opcode, newer than Debian 12's liburing headers */
+#define OP_READV_FIXED	60
 
 /* Submit one fixed read or write and return its result. */
 static int rw_fixed(struct io_uring *ring, bool write, int fd, unsigned int idx,
@@ -169,6 +174,382 @@ TEST_F(dmabuf_rw, io_errors)
 
 	close(ubuf);
 	close(memfd);
+}
+
+/* Queue @n fixed I/Os of one direction and reap them, checking each length. */
+struct io_desc {
+	uint64_t buf_off;
+	uint64_t disk_off;
+	unsigned int len;
+};
+
+static int batch_io(struct io_uring *ring, bool write, int fd, unsigned int idx,
+		    const struct io_desc *d, unsigned int n, unsigned int qd)
+{
+	unsigned int sub = 0, done = 0, inflight = 0;
+	struct io_uring_cqe *cqe;
+	int err = 0;
+
+	while (done < n) {
+		while (sub < n && inflight < qd) {
+			struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+
+			if (!sqe)
+				break;
+			if (write)
+				io_uring_prep_write_fixed(sqe, fd,
+					(void *)(uintptr_t)d[sub].buf_off,
+					d[sub].len, d[sub].disk_off, idx);
+			else
+				io_uring_prep_read_fixed(sqe, fd,
+					(void *)(uintptr_t)d[sub].buf_off,
+					d[sub].len, d[sub].disk_off, idx);
+			sqe->user_data = sub;
+			sub++;
+			inflight++;
+		}
+		if (io_uring_submit_and_wait(ring, 1) < 0)
+			return -EIO;
+		while (io_uring_peek_cqe(ring, &cqe) == 0) {
+			if (cqe->res != (int)d[cqe->user_data].len && !err)
+				err = cqe->res < 0 ? cqe->res : -EIO;
+			io_uring_cqe_seen(ring, cqe);
+			inflight--;
+			done++;
+		}
+	}
+	return err;
+}
+
+/*
+ * Random transfers (4 KiB to 1 MiB, at random offsets in the dma-buf and on
+ * disk) at queue depths 1 to 128: write them from a udmabuf, read them back
+ * into a system-heap buffer, check every byte through the CPU view.
+ */
+TEST_F(dmabuf_rw, random_offsets_and_queue_depths)
+{
+	const unsigned int qds[] = { 1, 8, 32, 128 }, n = 48;
+	const size_t size = 32 * MiB;
+	struct io_desc d[48];
+	int memfd, ubuf, heap;
+	void *umap, *hmap;
+
+	ubuf = dmabufrw_alloc_udmabuf(size, &memfd);
+	ASSERT_LE(0, ubuf);
+	heap = dmabufrw_alloc_heap("system", size);
+	ASSERT_LE(0, heap);
+	umap = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	ASSERT_NE(MAP_FAILED, umap);
+	hmap = mmap(NULL, size, PROT_READ, MAP_SHARED, heap, 0);
+	ASSERT_NE(MAP_FAILED, hmap);
+	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 0, ubuf, self->fd));
+	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 1, heap, self->fd));
+
+	srandom(1234);
+	for (unsigned int q = 0; q < sizeof(qds) / sizeof(qds[0]); q++) {
+		uint64_t seed = 0x5000 + q;
+
+		/* Non-overlapping slots of 1 MiB in the buffers and on disk. */
+		for (unsigned int i = 0; i < n; i++) {
+			unsigned int pages = 1 + random() % 256;
+
+			d[i].len = pages * 4096;
+			d[i].buf_off = (uint64_t)(i % 32) * MiB +
+				(random() % (257 - pages)) * 4096 % MiB;
+			if (d[i].buf_off + d[i].len > (uint64_t)(i % 32 + 1) * MiB)
+				d[i].buf_off = (uint64_t)(i % 32) * MiB;
+			d[i].disk_off = (uint64_t)(64 + 2 * i) * MiB +
+				(random() % 64) * 4096;
+		}
+		/* Slots repeat every 32 transfers: do them in two halves. */
+		for (unsigned int h = 0; h < n; h += 24) {
+			unsigned int m = n - h < 24 ? n - h : 24;
+
+			for (unsigned int i = h; i < h + m; i++)
+				pattern_fill(umap + d[i].buf_off, d[i].len, seed,
+					     d[i].disk_off);
+			ASSERT_EQ(0, batch_io(&self->ring, true, self->fd, 0,
+					      d + h, m, qds[q]));
+			ASSERT_EQ(0, batch_io(&self->ring, false, self->fd, 1,
+					      d + h, m, qds[q]));
+			ASSERT_EQ(0, dmabufrw_cpu_begin(heap, 1, 0));
+			for (unsigned int i = h; i < h + m; i++) {
+				ASSERT_EQ(-1, pattern_check(hmap + d[i].buf_off,
+							    d[i].len, seed,
+							    d[i].disk_off))
+					TH_LOG("qd %u transfer %u: %u bytes at buffer offset %llu",
+					       qds[q], i, d[i].len,
+					       (unsigned long long)d[i].buf_off);
+			}
+			ASSERT_EQ(0, dmabufrw_cpu_end(heap, 1, 0));
+		}
+	}
+	munmap(hmap, size);
+	munmap(umap, size);
+	close(heap);
+	close(ubuf);
+	close(memfd);
+}
+
+/*
+ * Transfers far larger than max_hw_sectors, from a system-heap buffer whose
+ * pages are scattered (more DMA segments than max_segments without an
+ * IOMMU), are split by the block layer and still land intact.
+ */
+TEST_F(dmabuf_rw, large_transfers_are_split)
+{
+	const size_t size = 16 * MiB, len = 8 * MiB;
+	const uint64_t disk_off = 200 * MiB, seed = 0x1a7e;
+	int memfd, ubuf, heap;
+	void *umap, *hmap;
+
+	heap = dmabufrw_alloc_heap("system", size);
+	ASSERT_LE(0, heap);
+	ubuf = dmabufrw_alloc_udmabuf(size, &memfd);
+	ASSERT_LE(0, ubuf);
+	hmap = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, heap, 0);
+	ASSERT_NE(MAP_FAILED, hmap);
+	umap = mmap(NULL, size, PROT_READ, MAP_SHARED, memfd, 0);
+	ASSERT_NE(MAP_FAILED, umap);
+
+	ASSERT_EQ(0, dmabufrw_cpu_begin(heap, 0, 1));
+	pattern_fill(hmap + 4096, len, seed, disk_off);
+	ASSERT_EQ(0, dmabufrw_cpu_end(heap, 0, 1));
+
+	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 0, heap, self->fd));
+	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 1, ubuf, self->fd));
+	ASSERT_EQ((int)len, rw_fixed(&self->ring, true, self->fd, 0, 4096, len,
+				     disk_off));
+	ASSERT_EQ((int)len, rw_fixed(&self->ring, false, self->fd, 1, 3 * MiB,
+				     len, disk_off));
+	EXPECT_EQ(-1, pattern_check(umap + 3 * MiB, len, seed, disk_off));
+
+	munmap(umap, size);
+	munmap(hmap, size);
+	close(ubuf);
+	close(heap);
+	close(memfd);
+}
+
+/*
+ * dma-buf I/O and ordinary fixed-buffer I/O on the same ring and device,
+ * interleaved: neither disturbs the other (no merging across the two).
+ */
+TEST_F(dmabuf_rw, mixed_with_ordinary_fixed_buffers)
+{
+	const unsigned int n = 64, bs = 16384;
+	struct io_uring_cqe *cqe;
+	struct iovec iov;
+	void *ubuf_map, *plain;
+	int memfd, ubuf, i;
+
+	ubuf = dmabufrw_alloc_udmabuf(n * bs, &memfd);
+	ASSERT_LE(0, ubuf);
+	ubuf_map = mmap(NULL, n * bs, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	ASSERT_NE(MAP_FAILED, ubuf_map);
+	ASSERT_EQ(0, posix_memalign(&plain, 4096, n * bs));
+	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 0, ubuf, self->fd));
+	/* slot 1: user memory, through the same descriptor interface */
+	iov = (struct iovec){ plain, n * bs };
+	ASSERT_EQ(1, io_uring_register_buffers_update_tag(&self->ring, 1, &iov,
+							   NULL, 1));
+
+	/* Even chunks from the dma-buf, odd ones from user memory, adjacent
+	 * on disk so that the block layer would merge them if it could. */
+	for (i = 0; i < (int)n; i++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&self->ring);
+		uint64_t disk = 300 * MiB + (uint64_t)i * bs;
+
+		if (i % 2) {
+			pattern_fill(plain + i * bs, bs, 77, disk);
+			io_uring_prep_write_fixed(sqe, self->fd, plain + i * bs,
+						  bs, disk, 1);
+		} else {
+			pattern_fill(ubuf_map + i * bs, bs, 77, disk);
+			io_uring_prep_write_fixed(sqe, self->fd,
+						  (void *)(uintptr_t)(i * bs),
+						  bs, disk, 0);
+		}
+	}
+	ASSERT_EQ((int)n, io_uring_submit_and_wait(&self->ring, n));
+	for (i = 0; i < (int)n; i++) {
+		ASSERT_EQ(0, io_uring_wait_cqe(&self->ring, &cqe));
+		EXPECT_EQ((int)bs, cqe->res);
+		io_uring_cqe_seen(&self->ring, cqe);
+	}
+	/* Read everything back with one plain read and check it. */
+	memset(plain, 0, n * bs);
+	ASSERT_EQ((ssize_t)(n * bs), pread(self->fd, plain, n * bs, 300 * MiB));
+	EXPECT_EQ(-1, pattern_check(plain, n * bs, 77, 300 * MiB));
+
+	free(plain);
+	munmap(ubuf_map, n * bs);
+	close(ubuf);
+	close(memfd);
+}
+
+/*
+ * The registration holds what it needs: closing the dma-buf and the target
+ * right after registering leaves I/O working until the slot is emptied.
+ */
+TEST_F(dmabuf_rw, fds_closed_after_registration)
+{
+	int memfd, ubuf, target;
+	void *map;
+
+	ubuf = dmabufrw_alloc_udmabuf(MiB, &memfd);
+	ASSERT_LE(0, ubuf);
+	target = open(NVME_DEV, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, target);
+	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 0, ubuf, target));
+	ASSERT_EQ(0, io_uring_register_files(&self->ring, &target, 1));
+	close(ubuf);
+	close(target);
+
+	map = mmap(NULL, MiB, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	ASSERT_NE(MAP_FAILED, map);
+	pattern_fill(map, MiB, 9, 400 * MiB);
+	/* The fixed file is the registered target: the same struct file. */
+	{
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&self->ring);
+		struct io_uring_cqe *cqe;
+
+		io_uring_prep_write_fixed(sqe, 0, NULL, MiB, 400 * MiB, 0);
+		sqe->flags |= IOSQE_FIXED_FILE;
+		io_uring_submit(&self->ring);
+		ASSERT_EQ(0, io_uring_wait_cqe(&self->ring, &cqe));
+		EXPECT_EQ((int)MiB, cqe->res);
+		io_uring_cqe_seen(&self->ring, cqe);
+	}
+	ASSERT_EQ(0, io_uring_unregister_buffer_slot(&self->ring, 0));
+	munmap(map, MiB);
+	close(memfd);
+}
+
+/*
+ * Emptying the slot while I/O is in flight: the in-flight I/O completes,
+ * the registration goes away after it, later I/O on the slot fails.
+ */
+TEST_F(dmabuf_rw, unregister_with_io_in_flight)
+{
+	const unsigned int n = 64;
+	struct io_uring_cqe *cqe;
+	int memfd, ubuf, i, ok = 0;
+
+	ubuf = dmabufrw_alloc_udmabuf(4 * MiB, &memfd);
+	ASSERT_LE(0, ubuf);
+	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 0, ubuf, self->fd));
+	for (i = 0; i < (int)n; i++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&self->ring);
+
+		io_uring_prep_read_fixed(sqe, self->fd,
+					 (void *)(uintptr_t)((i % 64) * 65536),
+					 65536, (uint64_t)i * 65536, 0);
+	}
+	ASSERT_EQ((int)n, io_uring_submit(&self->ring));
+	ASSERT_EQ(0, io_uring_unregister_buffer_slot(&self->ring, 0));
+	for (i = 0; i < (int)n; i++) {
+		ASSERT_EQ(0, io_uring_wait_cqe(&self->ring, &cqe));
+		if (cqe->res == 65536)
+			ok++;
+		else
+			EXPECT_EQ(-EFAULT, cqe->res);
+		io_uring_cqe_seen(&self->ring, cqe);
+	}
+	TH_LOG("%d of %u reads completed before the slot was emptied", ok, n);
+	EXPECT_EQ(-EFAULT, rw_fixed(&self->ring, false, self->fd, 0, 0, 4096, 0));
+	close(ubuf);
+	close(memfd);
+}
+
+/* Tearing the ring down with dma-buf I/O in flight leaks nothing. */
+TEST(ring_exit_with_io_in_flight)
+{
+	struct io_uring ring;
+	int fd, memfd, ubuf, i;
+
+	fd = open(NVME_DEV, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, io_uring_queue_init(128, &ring, 0));
+	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
+	ubuf = dmabufrw_alloc_udmabuf(8 * MiB, &memfd);
+	ASSERT_LE(0, ubuf);
+	ASSERT_EQ(0, io_uring_register_dmabuf(&ring, 0, ubuf, fd));
+	close(ubuf);
+	for (i = 0; i < 128; i++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+
+		io_uring_prep_read_fixed(sqe, fd, (void *)(uintptr_t)(i * 65536),
+					 65536, (uint64_t)i * 65536, 0);
+	}
+	ASSERT_EQ(128, io_uring_submit(&ring));
+	io_uring_queue_exit(&ring);
+	close(fd);
+	close(memfd);
+}
+
+/*
+ * A child forked with a registered ring and its files exits; the parent's
+ * I/O goes on, and nothing the child dropped leaks.
+ */
+TEST_F(dmabuf_rw, fork_with_registered_ring)
+{
+	int memfd, ubuf, status;
+	pid_t pid;
+
+	ubuf = dmabufrw_alloc_udmabuf(MiB, &memfd);
+	ASSERT_LE(0, ubuf);
+	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 0, ubuf, self->fd));
+	EXPECT_EQ(4096, rw_fixed(&self->ring, false, self->fd, 0, 0, 4096, 0));
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (!pid) {
+		close(ubuf);
+		close(self->fd);
+		_exit(0);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	EXPECT_TRUE(WIFEXITED(status));
+	EXPECT_EQ(0, WEXITSTATUS(status));
+	EXPECT_EQ(4096, rw_fixed(&self->ring, false, self->fd, 0, 4096, 4096, 0));
+	close(ubuf);
+	close(memfd);
+}
+
+/* Vectored fixed I/O and IOPOLL rings are refused for now. */
+TEST(vectored_and_iopoll_refused)
+{
+	struct io_uring ring, poll_ring;
+	struct io_uring_cqe *cqe;
+	struct io_uring_sqe *sqe;
+	struct iovec iov = { NULL, 4096 };
+	int fd, memfd, ubuf;
+
+	fd = open(NVME_DEV, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, fd);
+	ubuf = dmabufrw_alloc_udmabuf(MiB, &memfd);
+	ASSERT_LE(0, ubuf);
+
+	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
+	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
+	ASSERT_EQ(0, io_uring_register_dmabuf(&ring, 0, ubuf, fd));
+	sqe = io_uring_get_sqe(&ring);
+	io_uring_prep_rw(OP_READV_FIXED, sqe, fd, &iov, 1, 0);
+	sqe->buf_index = 0;
+	io_uring_submit(&ring);
+	ASSERT_EQ(0, io_uring_wait_cqe(&ring, &cqe));
+	EXPECT_EQ(-EOPNOTSUPP, cqe->res);
+	io_uring_cqe_seen(&ring, cqe);
+	io_uring_queue_exit(&ring);
+
+	ASSERT_EQ(0, io_uring_queue_init(8, &poll_ring, IORING_SETUP_IOPOLL));
+	ASSERT_EQ(0, io_uring_register_buffers_sparse(&poll_ring, 1));
+	EXPECT_EQ(-EOPNOTSUPP, io_uring_register_dmabuf(&poll_ring, 0, ubuf, fd));
+	io_uring_queue_exit(&poll_ring);
+
+	close(ubuf);
+	close(memfd);
+	close(fd);
 }
 
 TEST_HARNESS_MAIN
