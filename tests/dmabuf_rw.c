@@ -642,4 +642,69 @@ TEST_F(dmabuf_rw, controller_reset_with_io_running)
 	close(memfd);
 }
 
+/*
+ * A whole buffer table registered from descriptors: user memory, a dma-buf
+ * and an empty slot; bad descriptors fail the registration with EINVAL.
+ */
+TEST(table_registered_from_descriptors)
+{
+	struct dmabufrw_regbuf_desc d[3] = {};
+	struct io_uring ring;
+	int fd, memfd, ubuf;
+	void *plain, *map;
+
+	fd = open(NVME_DEV, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, fd);
+	ubuf = dmabufrw_alloc_udmabuf(MiB, &memfd);
+	ASSERT_LE(0, ubuf);
+	ASSERT_EQ(0, posix_memalign(&plain, 4096, MiB));
+	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
+
+	d[0].type = DMABUFRW_REGBUF_USER;
+	d[0].addr = (uintptr_t)plain;
+	d[0].len = MiB;
+	d[1].type = DMABUFRW_REGBUF_DMABUF;
+	d[1].dmabuf_fd = ubuf;
+	d[1].target_fd = fd;
+	d[2].type = DMABUFRW_REGBUF_EMPTY;
+
+	/* reserved field, unknown flag, unknown type, unused field set */
+	d[1].resv[1] = 1;
+	EXPECT_EQ(-EINVAL, dmabufrw_register_buffers_desc(&ring, d, 3));
+	d[1].resv[1] = 0;
+	d[1].flags = 1;
+	EXPECT_EQ(-EINVAL, dmabufrw_register_buffers_desc(&ring, d, 3));
+	d[1].flags = 0;
+	d[2].type = 7;
+	EXPECT_EQ(-EINVAL, dmabufrw_register_buffers_desc(&ring, d, 3));
+	d[2].type = DMABUFRW_REGBUF_EMPTY;
+	d[1].addr = 4096;
+	EXPECT_EQ(-EINVAL, dmabufrw_register_buffers_desc(&ring, d, 3));
+	d[1].addr = 0;
+
+	ASSERT_EQ(0, dmabufrw_register_buffers_desc(&ring, d, 3));
+	memset(plain, 0x5a, 4096);
+	{
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+		struct io_uring_cqe *cqe;
+
+		io_uring_prep_write_fixed(sqe, fd, plain, 4096, 600 * MiB, 0);
+		io_uring_submit(&ring);
+		ASSERT_EQ(0, io_uring_wait_cqe(&ring, &cqe));
+		EXPECT_EQ(4096, cqe->res);
+		io_uring_cqe_seen(&ring, cqe);
+	}
+	EXPECT_EQ(4096, rw_fixed(&ring, false, fd, 1, 0, 4096, 600 * MiB));
+	EXPECT_EQ(-EFAULT, rw_fixed(&ring, false, fd, 2, 0, 4096, 600 * MiB));
+	map = mmap(NULL, 4096, PROT_READ, MAP_SHARED, memfd, 0);
+	ASSERT_NE(MAP_FAILED, map);
+	EXPECT_EQ(0x5a, ((unsigned char *)map)[4095]);
+	munmap(map, 4096);
+	io_uring_queue_exit(&ring);
+	free(plain);
+	close(ubuf);
+	close(memfd);
+	close(fd);
+}
+
 TEST_HARNESS_MAIN

@@ -24,20 +24,14 @@
  * mirror include/uapi/linux/io_uring.h of the series.
  */
 #define DMABUFRW_RSRC_UPDATE_DESC	(1U << 0)
-enum {
-	DMABUFRW_REGBUF_EMPTY,
-	DMABUFRW_REGBUF_USER,
-	DMABUFRW_REGBUF_DMABUF,
-};
+#define DMABUFRW_RSRC_REGISTER_DESC	(1U << 1)
 
-struct dmabufrw_regbuf_desc {
-	uint32_t type;
+struct dmabufrw_rsrc_register {
+	uint32_t nr;
 	uint32_t flags;
-	uint64_t addr;
-	uint64_t len;
-	int32_t dmabuf_fd;
-	int32_t target_fd;
-	uint64_t resv[2];
+	uint64_t resv2;
+	uint64_t data;
+	uint64_t tags;
 };
 
 struct dmabufrw_rsrc_update2 {
@@ -77,6 +71,22 @@ int io_uring_register_dmabuf(struct io_uring *ring, unsigned int index,
 	};
 
 	return update_slot(ring, index, &desc);
+}
+
+int dmabufrw_register_buffers_desc(struct io_uring *ring,
+				   const struct dmabufrw_regbuf_desc *descs,
+				   unsigned int nr)
+{
+	struct dmabufrw_rsrc_register rr = {
+		.nr = nr,
+		.flags = DMABUFRW_RSRC_REGISTER_DESC,
+		.data = (uint64_t)(uintptr_t)descs,
+	};
+
+	if (syscall(__NR_io_uring_register, ring->ring_fd,
+		    IORING_REGISTER_BUFFERS2, &rr, sizeof(rr)) < 0)
+		return -errno;
+	return 0;
 }
 
 int io_uring_unregister_buffer_slot(struct io_uring *ring, unsigned int index)

@@ -52,6 +52,35 @@ struct io_uring;
 int io_uring_register_dmabuf(struct io_uring *ring, unsigned int index,
 			     int dmabuf_fd, int target_fd);
 
+/*
+ * Descriptor of a registered buffer, as struct io_uring_regbuf_desc of the
+ * series' uAPI, for headers that predate it.
+ */
+enum {
+	DMABUFRW_REGBUF_EMPTY,
+	DMABUFRW_REGBUF_USER,
+	DMABUFRW_REGBUF_DMABUF,
+};
+
+struct dmabufrw_regbuf_desc {
+	uint32_t type;
+	uint32_t flags;
+	uint64_t addr;
+	uint64_t len;
+	int32_t dmabuf_fd;
+	int32_t target_fd;
+	uint64_t resv[2];
+};
+
+/*
+ * Register the ring's buffer table from @nr descriptors
+ * (IORING_REGISTER_BUFFERS2 with IORING_RSRC_REGISTER_DESC).  Returns 0 or
+ * -errno.
+ */
+int dmabufrw_register_buffers_desc(struct io_uring *ring,
+				   const struct dmabufrw_regbuf_desc *descs,
+				   unsigned int nr);
+
 /* Empty slot @index of the ring's buffer table. */
 int io_uring_unregister_buffer_slot(struct io_uring *ring, unsigned int index);
 
