@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -705,6 +706,69 @@ TEST(table_registered_from_descriptors)
 	close(ubuf);
 	close(memfd);
 	close(fd);
+}
+
+static void write_sysfs(struct __test_metadata *_metadata, const char *path)
+{
+	int fd = open(path, O_WRONLY);
+
+	ASSERT_LE(0, fd) TH_LOG("open %s: %s", path, strerror(errno));
+	ASSERT_EQ(1, write(fd, "1", 1));
+	close(fd);
+}
+
+/*
+ * Removing the controller with a dma-buf registered: the registration is
+ * torn down with the device (no leak, no stale mapping), I/O through it
+ * stops, a new registration fails with ENODEV, and once the bus is rescanned
+ * the new controller takes registrations again (as /dev/nvme0n1, for the
+ * tests that follow).
+ */
+TEST(controller_removal_and_rescan)
+{
+	char link[PATH_MAX], remove[PATH_MAX];
+	struct io_uring ring;
+	int fd, memfd, ubuf, ret, i;
+	ssize_t n;
+
+	fd = open(NVME_DEV, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, fd);
+	n = readlink("/sys/block/nvme0n1/device/device", link, sizeof(link) - 1);
+	ASSERT_LT(0, n);
+	link[n] = 0;
+	snprintf(remove, sizeof(remove), "/sys/bus/pci/devices/%s/remove",
+		 strrchr(link, '/') + 1);
+	ubuf = dmabufrw_alloc_udmabuf(MiB, &memfd);
+	ASSERT_LE(0, ubuf);
+	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
+	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 2));
+	ASSERT_EQ(0, io_uring_register_dmabuf(&ring, 0, ubuf, fd));
+	ASSERT_EQ(4096, rw_fixed(&ring, false, fd, 0, 0, 4096, 0));
+
+	write_sysfs(_metadata, remove);
+	/* The disk is gone: end of device (0) or an error, never data. */
+	ret = rw_fixed(&ring, false, fd, 0, 0, 4096, 0);
+	EXPECT_GE(0, ret);
+	EXPECT_EQ(-ENODEV, io_uring_register_dmabuf(&ring, 1, ubuf, fd));
+	EXPECT_EQ(0, io_uring_unregister_buffer_slot(&ring, 0));
+	io_uring_queue_exit(&ring);
+	close(fd);
+
+	write_sysfs(_metadata, "/sys/bus/pci/rescan");
+	for (i = 0, fd = -1; i < 100 && fd < 0; i++) {
+		fd = open(NVME_DEV, O_RDWR | O_DIRECT);
+		if (fd < 0)
+			usleep(100000);
+	}
+	ASSERT_LE(0, fd) TH_LOG("no %s after rescan", NVME_DEV);
+	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
+	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
+	EXPECT_EQ(0, io_uring_register_dmabuf(&ring, 0, ubuf, fd));
+	EXPECT_EQ(4096, rw_fixed(&ring, false, fd, 0, 0, 4096, 0));
+	io_uring_queue_exit(&ring);
+	close(fd);
+	close(ubuf);
+	close(memfd);
 }
 
 TEST_HARNESS_MAIN
