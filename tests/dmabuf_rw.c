@@ -26,28 +26,6 @@
 /* Linux 6.15 opcode, newer than Debian 12's liburing headers */
 #define OP_READV_FIXED	60
 
-/* Submit one fixed read or write and return its result. */
-static int rw_fixed(struct io_uring *ring, bool write, int fd, unsigned int idx,
-		    uint64_t buf_off, unsigned int len, uint64_t disk_off)
-{
-	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
-	struct io_uring_cqe *cqe;
-	int ret;
-
-	if (write)
-		io_uring_prep_write_fixed(sqe, fd, (void *)(uintptr_t)buf_off,
-					  len, disk_off, idx);
-	else
-		io_uring_prep_read_fixed(sqe, fd, (void *)(uintptr_t)buf_off,
-					 len, disk_off, idx);
-	io_uring_submit(ring);
-	if (io_uring_wait_cqe(ring, &cqe))
-		return -EIO;
-	ret = cqe->res;
-	io_uring_cqe_seen(ring, cqe);
-	return ret;
-}
-
 FIXTURE(dmabuf_rw) {
 	struct io_uring ring;
 	int fd;
@@ -91,9 +69,9 @@ TEST_F(dmabuf_rw, udmabuf_to_disk_to_heap_round_trip)
 	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 0, ubuf, self->fd));
 	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 1, heap, self->fd));
 
-	ASSERT_EQ((int)len, rw_fixed(&self->ring, true, self->fd, 0, src_off,
+	ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, true, self->fd, 0, src_off,
 				     len, disk_off));
-	ASSERT_EQ((int)len, rw_fixed(&self->ring, false, self->fd, 1, dst_off,
+	ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, false, self->fd, 1, dst_off,
 				     len, disk_off));
 
 	hmap = mmap(NULL, size, PROT_READ, MAP_SHARED, heap, 0);
@@ -155,22 +133,22 @@ TEST_F(dmabuf_rw, io_errors)
 
 	other = open(NVME_DEV, O_RDWR | O_DIRECT);
 	ASSERT_LE(0, other);
-	EXPECT_EQ(-EBADF, rw_fixed(&self->ring, false, other, 0, 0, 4096, 0));
+	EXPECT_EQ(-EBADF, dmabufrw_rw_fixed(&self->ring, false, other, 0, 0, 4096, 0));
 	close(other);
 
-	EXPECT_EQ(-EFAULT, rw_fixed(&self->ring, false, self->fd, 0, MiB - 4096,
+	EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, MiB - 4096,
 				    8192, 0));
 	/* offset and length must suit the device's DMA alignment and LBA */
-	EXPECT_EQ(-EINVAL, rw_fixed(&self->ring, false, self->fd, 0, 101,
+	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, 101,
 				    4096, 0));
-	EXPECT_EQ(-EINVAL, rw_fixed(&self->ring, false, self->fd, 0, 0,
+	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, 0,
 				    4095, 0));
 
 	ro = open(NVME_DEV, O_RDONLY | O_DIRECT);
 	ASSERT_LE(0, ro);
 	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 2, ubuf, ro));
-	EXPECT_EQ(4096, rw_fixed(&self->ring, false, ro, 2, 0, 4096, 0));
-	EXPECT_GT(0, rw_fixed(&self->ring, true, ro, 2, 0, 4096, 0));
+	EXPECT_EQ(4096, dmabufrw_rw_fixed(&self->ring, false, ro, 2, 0, 4096, 0));
+	EXPECT_GT(0, dmabufrw_rw_fixed(&self->ring, true, ro, 2, 0, 4096, 0));
 	close(ro);
 
 	close(ubuf);
@@ -319,9 +297,9 @@ TEST_F(dmabuf_rw, large_transfers_are_split)
 
 	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 0, heap, self->fd));
 	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 1, ubuf, self->fd));
-	ASSERT_EQ((int)len, rw_fixed(&self->ring, true, self->fd, 0, 4096, len,
+	ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, true, self->fd, 0, 4096, len,
 				     disk_off));
-	ASSERT_EQ((int)len, rw_fixed(&self->ring, false, self->fd, 1, 3 * MiB,
+	ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, false, self->fd, 1, 3 * MiB,
 				     len, disk_off));
 	EXPECT_EQ(-1, pattern_check(umap + 3 * MiB, len, seed, disk_off));
 
@@ -458,7 +436,7 @@ TEST_F(dmabuf_rw, unregister_with_io_in_flight)
 		io_uring_cqe_seen(&self->ring, cqe);
 	}
 	TH_LOG("%d of %u reads completed before the slot was emptied", ok, n);
-	EXPECT_EQ(-EFAULT, rw_fixed(&self->ring, false, self->fd, 0, 0, 4096, 0));
+	EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, 0, 4096, 0));
 	close(ubuf);
 	close(memfd);
 }
@@ -501,7 +479,7 @@ TEST_F(dmabuf_rw, fork_with_registered_ring)
 	ubuf = dmabufrw_alloc_udmabuf(MiB, &memfd);
 	ASSERT_LE(0, ubuf);
 	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 0, ubuf, self->fd));
-	EXPECT_EQ(4096, rw_fixed(&self->ring, false, self->fd, 0, 0, 4096, 0));
+	EXPECT_EQ(4096, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, 0, 4096, 0));
 	pid = fork();
 	ASSERT_LE(0, pid);
 	if (!pid) {
@@ -512,7 +490,7 @@ TEST_F(dmabuf_rw, fork_with_registered_ring)
 	ASSERT_EQ(pid, waitpid(pid, &status, 0));
 	EXPECT_TRUE(WIFEXITED(status));
 	EXPECT_EQ(0, WEXITSTATUS(status));
-	EXPECT_EQ(4096, rw_fixed(&self->ring, false, self->fd, 0, 4096, 4096, 0));
+	EXPECT_EQ(4096, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, 4096, 4096, 0));
 	close(ubuf);
 	close(memfd);
 }
@@ -632,10 +610,10 @@ TEST_F(dmabuf_rw, controller_reset_with_io_running)
 	map = mmap(NULL, 4 * MiB, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
 	ASSERT_NE(MAP_FAILED, map);
 	pattern_fill(map, MiB, 0xbeef, 500 * MiB);
-	ASSERT_EQ((int)MiB, rw_fixed(&self->ring, true, self->fd, 0, 0, MiB,
+	ASSERT_EQ((int)MiB, dmabufrw_rw_fixed(&self->ring, true, self->fd, 0, 0, MiB,
 				     500 * MiB));
 	memset(map + MiB, 0, MiB);
-	ASSERT_EQ((int)MiB, rw_fixed(&self->ring, false, self->fd, 0, MiB, MiB,
+	ASSERT_EQ((int)MiB, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, MiB, MiB,
 				     500 * MiB));
 	EXPECT_EQ(-1, pattern_check(map + MiB, MiB, 0xbeef, 500 * MiB));
 	munmap(map, 4 * MiB);
@@ -695,8 +673,8 @@ TEST(table_registered_from_descriptors)
 		EXPECT_EQ(4096, cqe->res);
 		io_uring_cqe_seen(&ring, cqe);
 	}
-	EXPECT_EQ(4096, rw_fixed(&ring, false, fd, 1, 0, 4096, 600 * MiB));
-	EXPECT_EQ(-EFAULT, rw_fixed(&ring, false, fd, 2, 0, 4096, 600 * MiB));
+	EXPECT_EQ(4096, dmabufrw_rw_fixed(&ring, false, fd, 1, 0, 4096, 600 * MiB));
+	EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&ring, false, fd, 2, 0, 4096, 600 * MiB));
 	map = mmap(NULL, 4096, PROT_READ, MAP_SHARED, memfd, 0);
 	ASSERT_NE(MAP_FAILED, map);
 	EXPECT_EQ(0x5a, ((unsigned char *)map)[4095]);
@@ -743,11 +721,11 @@ TEST(controller_removal_and_rescan)
 	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
 	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 2));
 	ASSERT_EQ(0, io_uring_register_dmabuf(&ring, 0, ubuf, fd));
-	ASSERT_EQ(4096, rw_fixed(&ring, false, fd, 0, 0, 4096, 0));
+	ASSERT_EQ(4096, dmabufrw_rw_fixed(&ring, false, fd, 0, 0, 4096, 0));
 
 	write_sysfs(_metadata, remove);
 	/* The disk is gone: end of device (0) or an error, never data. */
-	ret = rw_fixed(&ring, false, fd, 0, 0, 4096, 0);
+	ret = dmabufrw_rw_fixed(&ring, false, fd, 0, 0, 4096, 0);
 	EXPECT_GE(0, ret);
 	EXPECT_EQ(-ENODEV, io_uring_register_dmabuf(&ring, 1, ubuf, fd));
 	EXPECT_EQ(0, io_uring_unregister_buffer_slot(&ring, 0));
@@ -764,7 +742,7 @@ TEST(controller_removal_and_rescan)
 	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
 	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
 	EXPECT_EQ(0, io_uring_register_dmabuf(&ring, 0, ubuf, fd));
-	EXPECT_EQ(4096, rw_fixed(&ring, false, fd, 0, 0, 4096, 0));
+	EXPECT_EQ(4096, dmabufrw_rw_fixed(&ring, false, fd, 0, 0, 4096, 0));
 	io_uring_queue_exit(&ring);
 	close(fd);
 	close(ubuf);

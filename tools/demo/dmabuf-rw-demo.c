@@ -47,25 +47,6 @@ static uint64_t pattern(uint64_t seed, uint64_t pos)
 	return x ^ (x >> 29);
 }
 
-static int fixed_io(struct io_uring *ring, int write, int fd, unsigned int idx,
-		    size_t len, uint64_t disk_off)
-{
-	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
-	struct io_uring_cqe *cqe;
-	int ret;
-
-	if (write)
-		io_uring_prep_write_fixed(sqe, fd, NULL, len, disk_off, idx);
-	else
-		io_uring_prep_read_fixed(sqe, fd, NULL, len, disk_off, idx);
-	io_uring_submit(ring);
-	if (io_uring_wait_cqe(ring, &cqe))
-		return -EIO;
-	ret = cqe->res;
-	io_uring_cqe_seen(ring, cqe);
-	return ret;
-}
-
 /*
  * Write a pattern from a udmabuf to the NVMe disk with WRITE_FIXED, read it
  * back into a system-heap dma-buf with READ_FIXED, and check every byte.
@@ -105,12 +86,12 @@ static int dmabuf_round_trip(void)
 	printf("  dma-buf I/O:     registered udmabuf (slot 0) and system-heap buffer (slot 1), %zu MiB each\n",
 	       size >> 20);
 
-	ret = fixed_io(&ring, 1, fd, 0, size, disk_off);
+	ret = dmabufrw_rw_fixed(&ring, 1, fd, 0, 0, size, disk_off);
 	printf("  WRITE_FIXED:     udmabuf -> disk offset %llu MiB: %d bytes\n",
 	       (unsigned long long)disk_off >> 20, ret);
 	if (ret != (int)size)
 		return 1;
-	ret = fixed_io(&ring, 0, fd, 1, size, disk_off);
+	ret = dmabufrw_rw_fixed(&ring, 0, fd, 1, 0, size, disk_off);
 	printf("  READ_FIXED:      disk offset %llu MiB -> heap dma-buf: %d bytes\n",
 	       (unsigned long long)disk_off >> 20, ret);
 	if (ret != (int)size)

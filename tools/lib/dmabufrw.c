@@ -89,6 +89,33 @@ int dmabufrw_register_buffers_desc(struct io_uring *ring,
 	return 0;
 }
 
+int dmabufrw_rw_fixed(struct io_uring *ring, int write, int fd,
+		      unsigned int idx, uint64_t addr, unsigned int len,
+		      uint64_t off)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+	struct io_uring_cqe *cqe;
+	int ret;
+
+	if (!sqe)
+		return -EBUSY;
+	if (write)
+		io_uring_prep_write_fixed(sqe, fd, (void *)(uintptr_t)addr, len,
+					  off, idx);
+	else
+		io_uring_prep_read_fixed(sqe, fd, (void *)(uintptr_t)addr, len,
+					 off, idx);
+	ret = io_uring_submit(ring);
+	if (ret < 0)
+		return ret;
+	ret = io_uring_wait_cqe(ring, &cqe);
+	if (ret < 0)
+		return ret;
+	ret = cqe->res;
+	io_uring_cqe_seen(ring, cqe);
+	return ret;
+}
+
 int io_uring_unregister_buffer_slot(struct io_uring *ring, unsigned int index)
 {
 	struct dmabufrw_regbuf_desc desc = { .type = DMABUFRW_REGBUF_EMPTY };

@@ -81,6 +81,15 @@ int dmabufrw_register_buffers_desc(struct io_uring *ring,
 				   const struct dmabufrw_regbuf_desc *descs,
 				   unsigned int nr);
 
+/*
+ * Submit one READ_FIXED (@write false) or WRITE_FIXED of @len bytes between
+ * @addr of registered buffer @idx (an offset for a dma-buf) and offset @off
+ * of @fd, and wait for it.  Returns the CQE's result.
+ */
+int dmabufrw_rw_fixed(struct io_uring *ring, int write, int fd,
+		      unsigned int idx, uint64_t addr, unsigned int len,
+		      uint64_t off);
+
 /* Empty slot @index of the ring's buffer table. */
 int io_uring_unregister_buffer_slot(struct io_uring *ring, unsigned int index);
 
