@@ -26,6 +26,43 @@
 /* Linux 6.15 opcode, newer than Debian 12's liburing headers */
 #define OP_READV_FIXED	60
 
+/*
+ * A udmabuf (CPU view through its memfd) in slot 0 and a system-heap buffer
+ * (CPU view through its own mapping) in slot 1, both registered for @fd.
+ */
+struct buf_pair {
+	size_t size;
+	int memfd, ubuf, heap;
+	void *umap, *hmap;
+};
+
+static void pair_setup(struct __test_metadata *_metadata, struct buf_pair *p,
+		       struct io_uring *ring, int fd, size_t size)
+{
+	p->size = size;
+	p->ubuf = dmabufrw_alloc_udmabuf(size, &p->memfd);
+	ASSERT_LE(0, p->ubuf);
+	p->heap = dmabufrw_alloc_heap("system", size);
+	ASSERT_LE(0, p->heap);
+	p->umap = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, p->memfd, 0);
+	ASSERT_NE(MAP_FAILED, p->umap);
+	p->hmap = mmap(NULL, size, PROT_READ, MAP_SHARED, p->heap, 0);
+	ASSERT_NE(MAP_FAILED, p->hmap);
+	ASSERT_EQ(0, io_uring_register_dmabuf(ring, 0, p->ubuf, fd));
+	ASSERT_EQ(0, io_uring_register_dmabuf(ring, 1, p->heap, fd));
+}
+
+static void pair_teardown(struct buf_pair *p, struct io_uring *ring)
+{
+	io_uring_unregister_buffer_slot(ring, 0);
+	io_uring_unregister_buffer_slot(ring, 1);
+	munmap(p->hmap, p->size);
+	munmap(p->umap, p->size);
+	close(p->heap);
+	close(p->ubuf);
+	close(p->memfd);
+}
+
 FIXTURE(dmabuf_rw) {
 	struct io_uring ring;
 	int fd;
@@ -52,46 +89,29 @@ FIXTURE_TEARDOWN(dmabuf_rw)
  */
 TEST_F(dmabuf_rw, udmabuf_to_disk_to_heap_round_trip)
 {
-	const size_t size = 4 * MiB, len = 1 * MiB;
+	const size_t len = 1 * MiB;
 	const uint64_t src_off = 64 * 1024, dst_off = 256 * 1024;
 	const uint64_t disk_off = 3 * MiB, seed = 0xd1ab;
-	int memfd, ubuf, heap;
-	void *umap, *hmap, *pbuf;
+	struct buf_pair p;
+	void *pbuf;
 
-	ubuf = dmabufrw_alloc_udmabuf(size, &memfd);
-	ASSERT_LE(0, ubuf);
-	heap = dmabufrw_alloc_heap("system", size);
-	ASSERT_LE(0, heap);
-	umap = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-	ASSERT_NE(MAP_FAILED, umap);
-	pattern_fill(umap + src_off, len, seed, disk_off);
+	pair_setup(_metadata, &p, &self->ring, self->fd, 4 * MiB);
+	pattern_fill(p.umap + src_off, len, seed, disk_off);
 
-	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 0, ubuf, self->fd));
-	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 1, heap, self->fd));
+	ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, true, self->fd, 0,
+					      src_off, len, disk_off));
+	ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, false, self->fd, 1,
+					      dst_off, len, disk_off));
 
-	ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, true, self->fd, 0, src_off,
-				     len, disk_off));
-	ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, false, self->fd, 1, dst_off,
-				     len, disk_off));
-
-	hmap = mmap(NULL, size, PROT_READ, MAP_SHARED, heap, 0);
-	ASSERT_NE(MAP_FAILED, hmap);
-	ASSERT_EQ(0, dmabufrw_cpu_begin(heap, 1, 0));
-	EXPECT_EQ(-1, pattern_check(hmap + dst_off, len, seed, disk_off));
-	ASSERT_EQ(0, dmabufrw_cpu_end(heap, 1, 0));
+	ASSERT_EQ(0, dmabufrw_cpu_begin(p.heap, 1, 0));
+	EXPECT_EQ(-1, pattern_check(p.hmap + dst_off, len, seed, disk_off));
+	ASSERT_EQ(0, dmabufrw_cpu_end(p.heap, 1, 0));
 
 	ASSERT_EQ(0, posix_memalign(&pbuf, 4096, len));
 	ASSERT_EQ((ssize_t)len, pread(self->fd, pbuf, len, disk_off));
 	EXPECT_EQ(-1, pattern_check(pbuf, len, seed, disk_off));
-
-	ASSERT_EQ(0, io_uring_unregister_buffer_slot(&self->ring, 0));
-	ASSERT_EQ(0, io_uring_unregister_buffer_slot(&self->ring, 1));
 	free(pbuf);
-	munmap(hmap, size);
-	munmap(umap, size);
-	close(heap);
-	close(ubuf);
-	close(memfd);
+	pair_teardown(&p, &self->ring);
 }
 
 /* Registration refuses what it cannot serve, each with its own errno. */
@@ -137,18 +157,19 @@ TEST_F(dmabuf_rw, io_errors)
 	close(other);
 
 	EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, MiB - 4096,
-				    8192, 0));
+					     8192, 0));
 	/* offset and length must suit the device's DMA alignment and LBA */
 	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, 101,
-				    4096, 0));
+					     4096, 0));
 	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, 0,
-				    4095, 0));
+					     4095, 0));
 
 	ro = open(NVME_DEV, O_RDONLY | O_DIRECT);
 	ASSERT_LE(0, ro);
 	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 2, ubuf, ro));
 	EXPECT_EQ(4096, dmabufrw_rw_fixed(&self->ring, false, ro, 2, 0, 4096, 0));
-	EXPECT_GT(0, dmabufrw_rw_fixed(&self->ring, true, ro, 2, 0, 4096, 0));
+	/* the target was opened read-only: no writes from the dma-buf */
+	EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&self->ring, true, ro, 2, 0, 4096, 0));
 	close(ro);
 
 	close(ubuf);
@@ -208,21 +229,10 @@ static int batch_io(struct io_uring *ring, bool write, int fd, unsigned int idx,
 TEST_F(dmabuf_rw, random_offsets_and_queue_depths)
 {
 	const unsigned int qds[] = { 1, 8, 32, 128 }, n = 48;
-	const size_t size = 32 * MiB;
 	struct io_desc d[48];
-	int memfd, ubuf, heap;
-	void *umap, *hmap;
+	struct buf_pair p;
 
-	ubuf = dmabufrw_alloc_udmabuf(size, &memfd);
-	ASSERT_LE(0, ubuf);
-	heap = dmabufrw_alloc_heap("system", size);
-	ASSERT_LE(0, heap);
-	umap = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-	ASSERT_NE(MAP_FAILED, umap);
-	hmap = mmap(NULL, size, PROT_READ, MAP_SHARED, heap, 0);
-	ASSERT_NE(MAP_FAILED, hmap);
-	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 0, ubuf, self->fd));
-	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 1, heap, self->fd));
+	pair_setup(_metadata, &p, &self->ring, self->fd, 32 * MiB);
 
 	srandom(1234);
 	for (unsigned int q = 0; q < sizeof(qds) / sizeof(qds[0]); q++) {
@@ -245,29 +255,25 @@ TEST_F(dmabuf_rw, random_offsets_and_queue_depths)
 			unsigned int m = n - h < 24 ? n - h : 24;
 
 			for (unsigned int i = h; i < h + m; i++)
-				pattern_fill(umap + d[i].buf_off, d[i].len, seed,
+				pattern_fill(p.umap + d[i].buf_off, d[i].len, seed,
 					     d[i].disk_off);
 			ASSERT_EQ(0, batch_io(&self->ring, true, self->fd, 0,
 					      d + h, m, qds[q]));
 			ASSERT_EQ(0, batch_io(&self->ring, false, self->fd, 1,
 					      d + h, m, qds[q]));
-			ASSERT_EQ(0, dmabufrw_cpu_begin(heap, 1, 0));
+			ASSERT_EQ(0, dmabufrw_cpu_begin(p.heap, 1, 0));
 			for (unsigned int i = h; i < h + m; i++) {
-				ASSERT_EQ(-1, pattern_check(hmap + d[i].buf_off,
+				ASSERT_EQ(-1, pattern_check(p.hmap + d[i].buf_off,
 							    d[i].len, seed,
 							    d[i].disk_off))
 					TH_LOG("qd %u transfer %u: %u bytes at buffer offset %llu",
 					       qds[q], i, d[i].len,
 					       (unsigned long long)d[i].buf_off);
 			}
-			ASSERT_EQ(0, dmabufrw_cpu_end(heap, 1, 0));
+			ASSERT_EQ(0, dmabufrw_cpu_end(p.heap, 1, 0));
 		}
 	}
-	munmap(hmap, size);
-	munmap(umap, size);
-	close(heap);
-	close(ubuf);
-	close(memfd);
+	pair_teardown(&p, &self->ring);
 }
 
 /*
@@ -298,9 +304,9 @@ TEST_F(dmabuf_rw, large_transfers_are_split)
 	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 0, heap, self->fd));
 	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 1, ubuf, self->fd));
 	ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, true, self->fd, 0, 4096, len,
-				     disk_off));
+					      disk_off));
 	ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, false, self->fd, 1, 3 * MiB,
-				     len, disk_off));
+					      len, disk_off));
 	EXPECT_EQ(-1, pattern_check(umap + 3 * MiB, len, seed, disk_off));
 
 	munmap(umap, size);
@@ -611,10 +617,10 @@ TEST_F(dmabuf_rw, controller_reset_with_io_running)
 	ASSERT_NE(MAP_FAILED, map);
 	pattern_fill(map, MiB, 0xbeef, 500 * MiB);
 	ASSERT_EQ((int)MiB, dmabufrw_rw_fixed(&self->ring, true, self->fd, 0, 0, MiB,
-				     500 * MiB));
+					      500 * MiB));
 	memset(map + MiB, 0, MiB);
 	ASSERT_EQ((int)MiB, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, MiB, MiB,
-				     500 * MiB));
+					      500 * MiB));
 	EXPECT_EQ(-1, pattern_check(map + MiB, MiB, 0xbeef, 500 * MiB));
 	munmap(map, 4 * MiB);
 	close(ubuf);
