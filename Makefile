@@ -24,7 +24,7 @@ IOMMU ?= strict
 CC := gcc
 USER_CFLAGS := -O2 -g -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
 	-static -I$(TOP)/tools/lib -I$(TOP)/tests
-HARNESS := -I$(TREE)/tools/testing/selftests
+HARNESS := -I$(TREE)/tools/testing/selftests -I$(TREE)/drivers/dma-buf
 LIB_SRC := tools/lib/dmabufrw.c
 LIB_HDR := tools/lib/dmabufrw.h
 TESTS := $(shell cat tests/list)
@@ -56,7 +56,7 @@ kernel-base: tree
 
 tools: $(TEST_BINS) $(TOOL_BINS)
 
-$(GUEST)/tests/%: tests/%.c tests/util.h $(LIB_SRC) $(LIB_HDR) | tree
+$(GUEST)/tests/%: tests/%.c tests/util.h tests/texp.h $(LIB_SRC) $(LIB_HDR) | tree
 	@mkdir -p $(@D)
 	$(CC) $(USER_CFLAGS) $(HARNESS) -o $@ $< $(LIB_SRC) -luring -lpthread
 
