@@ -9,10 +9,14 @@
 #   make kernel-base     build the base (benchmark) kernel
 #   make tools           build the static guest programs
 #   make shell           boot the test VM with a shell on the console
+#   make bench           benchmark: base kernel, one boot per IOMMU mode,
+#                        table, CSV and plot in build/bench/
+#   make bench-quick     the same, strict IOMMU only, one repeat
 #
 # KERNEL_SRC=/path uses your own vanilla v7.2 tree instead of Debian's
 # linux-source-7.2.  IOMMU=strict|lazy|pt|none picks the mode of `make demo`
-# and `make shell`; TEST_IOMMU_MODES the modes `make test` boots.
+# and `make shell`; TEST_IOMMU_MODES the modes `make test` boots; BENCH_*
+# (see scripts/bench) the plan of `make bench`.
 
 SHELL := /bin/bash
 TOP := $(CURDIR)
@@ -29,10 +33,11 @@ LIB_SRC := tools/lib/dmabufrw.c
 LIB_HDR := tools/lib/dmabufrw.h
 TESTS := $(shell cat tests/list)
 TEST_BINS := $(addprefix $(GUEST)/tests/,$(TESTS))
-TOOL_BINS := $(GUEST)/tools/dmabuf-rw-demo
+TOOL_BINS := $(GUEST)/tools/dmabuf-rw-demo $(GUEST)/tools/dmabuf-rw-bench
 
 .PHONY: all deps tree export series-status kernel kernel-base tools \
-	initramfs test demo shell checkpatch clean distclean
+	initramfs initramfs-base test demo shell bench bench-quick checkpatch \
+	clean distclean
 
 all: kernel tools initramfs
 
@@ -64,8 +69,15 @@ $(GUEST)/tools/dmabuf-rw-demo: tools/demo/dmabuf-rw-demo.c $(LIB_SRC) $(LIB_HDR)
 	@mkdir -p $(@D)
 	$(CC) $(USER_CFLAGS) -o $@ $< $(LIB_SRC) -luring
 
+$(GUEST)/tools/dmabuf-rw-bench: tools/bench/dmabuf-rw-bench.c $(LIB_SRC) $(LIB_HDR) | tree
+	@mkdir -p $(@D)
+	$(CC) $(USER_CFLAGS) -o $@ $< $(LIB_SRC) -luring -lpthread -lm
+
 initramfs: tools
 	@scripts/mk-initramfs debug
+
+initramfs-base: tools
+	@scripts/mk-initramfs base
 
 test: kernel initramfs
 	@scripts/run-tests
@@ -77,11 +89,20 @@ demo: kernel initramfs
 shell: kernel initramfs
 	@scripts/run-vm --mode shell --iommu $(IOMMU)
 
+# The initramfs packs the base kernel's modules: built after the kernel.
+bench: kernel-base tools
+	@scripts/mk-initramfs base
+	@scripts/bench
+
+bench-quick: kernel-base tools
+	@scripts/mk-initramfs base
+	@BENCH_MODES="$${BENCH_MODES:-strict}" BENCH_REPEATS="$${BENCH_REPEATS:-1}" scripts/bench
+
 checkpatch: tree
 	@scripts/checkpatch-series
 
 clean:
-	rm -rf $(GUEST) $(BUILD)/vm $(BUILD)/initramfs-*
+	rm -rf $(GUEST) $(BUILD)/vm $(BUILD)/initramfs-* $(BUILD)/bench
 
 distclean:
 	rm -rf $(BUILD)
