@@ -9,6 +9,7 @@
 #   make kernel-base     build the base (benchmark) kernel
 #   make tools           build the static guest programs
 #   make shell           boot the test VM with a shell on the console
+#   make soak            migration storm under I/O for SOAK_SECONDS (600)
 #   make bench           benchmark: base kernel, one boot per IOMMU mode,
 #                        table, CSV and plot in build/bench/
 #   make bench-quick     the same, strict IOMMU only, one repeat
@@ -88,6 +89,12 @@ demo: kernel initramfs
 
 shell: kernel initramfs
 	@scripts/run-vm --mode shell --iommu $(IOMMU)
+
+# Migration storm for SOAK_SECONDS (default 600) with its figures; see
+# scripts/soak for SOAK_IOMMU and SOAK_EXPORTER.
+.PHONY: soak
+soak: kernel initramfs
+	@scripts/soak
 
 # The initramfs packs the base kernel's modules: built after the kernel.
 bench: kernel-base tools
