@@ -7,6 +7,7 @@
 #   make series-status   fail if the work tree has unexported work
 #   make kernel          build the debug (test) kernel
 #   make kernel-base     build the base (benchmark) kernel
+#   make kernel-bpf      build the bpf kernel (BTF, for the dmabuf iterator test)
 #   make tools           build the static guest programs
 #   make shell           boot the test VM with a shell on the console
 #   make soak            migration storm under I/O for SOAK_SECONDS (600)
@@ -32,12 +33,12 @@ USER_CFLAGS := -O2 -g -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
 HARNESS := -I$(TREE)/tools/testing/selftests -I$(TREE)/drivers/dma-buf
 LIB_SRC := tools/lib/dmabufrw.c
 LIB_HDR := tools/lib/dmabufrw.h
-TESTS := $(shell cat tests/list)
+TESTS := $(shell cat tests/list tests/list-bpf)
 TEST_BINS := $(addprefix $(GUEST)/tests/,$(TESTS))
 TOOL_BINS := $(GUEST)/tools/dmabuf-rw-demo $(GUEST)/tools/dmabuf-rw-bench
 
-.PHONY: all deps tree export series-status kernel kernel-base tools \
-	initramfs initramfs-base test demo shell bench bench-quick checkpatch \
+.PHONY: all deps tree export series-status kernel kernel-base kernel-bpf tools \
+	initramfs initramfs-base initramfs-bpf test demo shell bench bench-quick checkpatch \
 	clean distclean
 
 all: kernel tools initramfs
@@ -60,11 +61,37 @@ kernel: tree
 kernel-base: tree
 	@scripts/build-kernel base
 
+kernel-bpf: tree
+	@scripts/build-kernel bpf
+
 tools: $(TEST_BINS) $(TOOL_BINS)
 
 $(GUEST)/tests/%: tests/%.c tests/util.h tests/texp.h $(LIB_SRC) $(LIB_HDR) | tree
 	@mkdir -p $(@D)
 	$(CC) $(USER_CFLAGS) $(HARNESS) -o $@ $< $(LIB_SRC) -luring -lpthread
+
+# The dmabuf iterator test: its BPF object (clang, bpf target, CO-RE against
+# the running kernel's BTF) is embedded as a bpftool skeleton; libbpf and its
+# libelf/zlib/zstd are linked statically like everything in the guest.
+BPF_CLANG ?= clang
+BPFTOOL ?= $(or $(shell command -v bpftool),/usr/sbin/bpftool)
+BPF_CFLAGS := -g -O2 -target bpf -Wall -Werror \
+	-I/usr/include/$(shell $(CC) -dumpmachine)
+
+$(GUEST)/bpf/%.bpf.o: tests/%.bpf.c | tree
+	@mkdir -p $(@D)
+	$(BPF_CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+.PRECIOUS: $(GUEST)/bpf/%.bpf.o
+
+$(GUEST)/bpf/%.skel.h: $(GUEST)/bpf/%.bpf.o
+	$(BPFTOOL) gen skeleton $< name $(subst .skel.h,,$(@F))_bpf > $@.tmp && mv $@.tmp $@
+
+$(GUEST)/tests/dmabuf_iter: tests/dmabuf_iter.c $(GUEST)/bpf/dmabuf_iter.skel.h tests/util.h \
+		$(LIB_SRC) $(LIB_HDR) | tree
+	@mkdir -p $(@D)
+	$(CC) $(USER_CFLAGS) $(HARNESS) -I$(GUEST)/bpf -o $@ $< $(LIB_SRC) \
+		-lbpf -lelf -lz -lzstd -luring -lpthread
 
 $(GUEST)/tools/dmabuf-rw-demo: tools/demo/dmabuf-rw-demo.c $(LIB_SRC) $(LIB_HDR) | tree
 	@mkdir -p $(@D)
@@ -80,7 +107,11 @@ initramfs: tools
 initramfs-base: tools
 	@scripts/mk-initramfs base
 
-test: kernel initramfs
+# The initramfs packs the kernel's modules: built after the kernel.
+initramfs-bpf: tools
+	@scripts/mk-initramfs bpf
+
+test: kernel initramfs kernel-bpf initramfs-bpf
 	@scripts/run-tests
 
 demo: kernel initramfs
