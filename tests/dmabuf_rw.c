@@ -135,6 +135,16 @@ TEST_F(dmabuf_rw, registration_errors)
 	close(plain);
 	/* a target not opened O_DIRECT is refused before its type is looked at */
 	EXPECT_EQ(-EINVAL, io_uring_register_dmabuf(&self->ring, 0, ubuf, memfd));
+	/* an O_DIRECT file whose type cannot do dma-buf I/O (tmpfs) */
+	plain = open("/tmp/regular", O_RDWR | O_CREAT | O_DIRECT, 0600);
+	ASSERT_LE(0, plain) TH_LOG("tmpfs O_DIRECT: %s", strerror(errno));
+	EXPECT_EQ(-EOPNOTSUPP, io_uring_register_dmabuf(&self->ring, 0, ubuf, plain));
+	close(plain);
+	unlink("/tmp/regular");
+
+	/* nothing was registered: the slot is still empty */
+	EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, 0,
+					     4096, 0));
 
 	close(ubuf);
 	close(memfd);
@@ -172,6 +182,19 @@ TEST_F(dmabuf_rw, io_errors)
 	/* the target was opened read-only: no writes from the dma-buf */
 	EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&self->ring, true, ro, 2, 0, 4096, 0));
 	close(ro);
+
+	/* a user buffer slot used the dma-buf way: addr is no user address */
+	{
+		struct iovec iov = { .iov_len = MiB };
+
+		ASSERT_EQ(0, posix_memalign(&iov.iov_base, 4096, MiB));
+		ASSERT_EQ(1, io_uring_register_buffers_update_tag(&self->ring, 3,
+								  &iov, NULL, 1));
+		EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&self->ring, false, self->fd,
+						     3, 0, 4096, 0));
+		ASSERT_EQ(0, io_uring_unregister_buffer_slot(&self->ring, 3));
+		free(iov.iov_base);
+	}
 
 	close(ubuf);
 	close(memfd);
