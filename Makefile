@@ -93,6 +93,17 @@ $(GUEST)/tests/dmabuf_iter: tests/dmabuf_iter.c $(GUEST)/bpf/dmabuf_iter.skel.h 
 	$(CC) $(USER_CFLAGS) $(HARNESS) -I$(GUEST)/bpf -o $@ $< $(LIB_SRC) \
 		-lbpf -lelf -lz -lzstd -luring -lpthread
 
+# iommufd's uAPI header is newer than Debian 12's linux-libc-dev: the test
+# takes it, alone, from the kernel tree, and the selftest ioctls from
+# drivers/iommu/iommufd/iommufd_test.h.
+$(GUEST)/inc/linux/iommufd.h: $(TREE)/include/uapi/linux/iommufd.h
+	@mkdir -p $(@D)
+	cp $< $@
+
+$(GUEST)/tests/iommufd_dmabuf: tests/iommufd_dmabuf.c $(GUEST)/inc/linux/iommufd.h | tree
+	@mkdir -p $(@D)
+	$(CC) $(USER_CFLAGS) -I$(GUEST)/inc $(HARNESS) -I$(TREE)/drivers -o $@ $<
+
 $(GUEST)/tools/dmabuf-rw-demo: tools/demo/dmabuf-rw-demo.c $(LIB_SRC) $(LIB_HDR) | tree
 	@mkdir -p $(@D)
 	$(CC) $(USER_CFLAGS) -o $@ $< $(LIB_SRC) -luring
