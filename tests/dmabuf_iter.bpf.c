@@ -15,7 +15,7 @@
 #define DMA_BUF_NAME_LEN	32
 
 struct seq_file {
-	__kernel_size_t count;
+	unsigned long count;	/* size_t: long is 64-bit on bpf */
 } __attribute__((preserve_access_index));
 
 struct bpf_iter_meta {
@@ -33,7 +33,7 @@ struct file {
 } __attribute__((preserve_access_index));
 
 struct dma_buf {
-	__kernel_size_t size;
+	unsigned long size;
 	struct file *file;
 	const char *exp_name;
 	const char *name;
@@ -75,7 +75,7 @@ int dmabuf_lines(struct bpf_iter__dmabuf *ctx)
 {
 	struct dma_buf *dmabuf = ctx->dmabuf;
 	struct bpf_iter_meta *meta = ctx->meta;
-	struct seq_file *seq = BPF_CORE_READ(meta, seq);
+	struct seq_file *seq = meta->seq;	/* typed: the seq helpers want it */
 	char name[DMA_BUF_NAME_LEN], exp[16];
 	const char *pname, *pexp;
 	__u64 ino, size;
