@@ -14,6 +14,8 @@
 #   make bench           benchmark: base kernel, one boot per IOMMU mode,
 #                        table, CSV and plot in build/bench/
 #   make bench-quick     the same, strict IOMMU only, one repeat
+#   make bench-profile   the benchmark on the profile kernel (ftrace function
+#                        profiler): kernel calls per I/O of each buffer kind
 #
 # KERNEL_SRC=/path uses your own vanilla v7.2 tree instead of Debian's
 # linux-source-7.2.  IOMMU=strict|lazy|pt|none picks the mode of `make demo`
@@ -38,7 +40,7 @@ TEST_BINS := $(addprefix $(GUEST)/tests/,$(TESTS))
 TOOL_BINS := $(GUEST)/tools/dmabuf-rw-demo $(GUEST)/tools/dmabuf-rw-bench
 
 .PHONY: all deps tree export series-status kernel kernel-base kernel-bpf tools \
-	initramfs initramfs-base initramfs-bpf test demo shell bench bench-quick checkpatch \
+	initramfs initramfs-base initramfs-bpf test demo shell bench bench-quick bench-profile kernel-profile checkpatch \
 	clean distclean
 
 all: kernel tools initramfs
@@ -63,6 +65,9 @@ kernel-base: tree
 
 kernel-bpf: tree
 	@scripts/build-kernel bpf
+
+kernel-profile: tree
+	@scripts/build-kernel profile
 
 tools: $(TEST_BINS) $(TOOL_BINS)
 
@@ -142,6 +147,12 @@ soak: kernel initramfs
 bench: kernel-base tools
 	@scripts/mk-initramfs base
 	@scripts/bench
+
+# The benchmark under the ftrace function profiler: calls per I/O of each
+# path (see scripts/bench, BENCH_PROFILE).
+bench-profile: kernel-profile tools
+	@scripts/mk-initramfs profile
+	@BENCH_PROFILE=1 scripts/bench
 
 bench-quick: kernel-base tools
 	@scripts/mk-initramfs base
