@@ -29,3 +29,30 @@ debian_mirror() {
 	fi
 	echo "$m"
 }
+
+# A private apt configuration in DIR (emptied first) that sees one suite of
+# the system's Debian mirror, for TYPES "deb" or "deb-src", without touching
+# the system's apt state.  Sets the array apt_opts for apt-get/apt-cache.
+private_apt() {
+	local dir=$1 types=$2 suite=$3 mirror
+	local keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+	mirror=$(debian_mirror)
+	[ -n "$mirror" ] || { msg "no Debian mirror found in the system's apt sources"; return 1; }
+	[ -f "$keyring" ] || { msg "missing $keyring (package debian-archive-keyring)"; return 1; }
+	rm -rf "${dir:?}"/*
+	mkdir -p "$dir/parts" "$dir/lists/partial" "$dir/cache/archives/partial"
+	cat > "$dir/parts/extra.sources" <<SRC
+Types: $types
+URIs: $mirror
+Suites: $suite
+Components: main
+Signed-By: $keyring
+SRC
+	apt_opts=(-o "Dir::Etc::SourceList=/dev/null"
+		  -o "Dir::Etc::SourceParts=$dir/parts"
+		  -o "Dir::State::Lists=$dir/lists"
+		  -o "Dir::Cache=$dir/cache"
+		  -o "Dir::State::status=/var/lib/dpkg/status"
+		  -o "APT::Get::List-Cleanup=0"
+		  -o "APT::Sandbox::User=root")
+}
