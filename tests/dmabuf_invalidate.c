@@ -604,6 +604,43 @@ TEST_F_TIMEOUT(texp, io_waits_for_the_fences_it_must_follow, 120)
 	check_exporter_clean(_metadata, self->ctl, self->dbuf);
 }
 
+/*
+ * A buffer that never had a fence has no fence list, and the per-I/O fence
+ * test answers without walking it.  The first fence ever added, to a buffer
+ * that is mapped (so nothing else gates the I/O), must still hold back a
+ * device write of the buffer.
+ */
+TEST_F_TIMEOUT(texp, first_fence_of_a_mapped_buffer_is_waited_for, 60)
+{
+	struct __kernel_timespec ts = { .tv_sec = 20 };
+	struct io_uring_cqe *cqe;
+	int pass;
+
+	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 0, self->dbuf, self->fd));
+	for (pass = 0; pass < 2; pass++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&self->ring);
+
+		/* Pass 1 runs unfenced and maps; pass 2 after the first fence. */
+		if (pass)
+			ASSERT_EQ(0, texp_op(self->ctl, DMABUF_TEST_IOC_FENCE_ADD,
+					     self->dbuf, DMABUF_TEST_FENCE_WRITE));
+		io_uring_prep_read_fixed(sqe, self->fd, NULL, 4096, READ_BASE, 0);
+		ASSERT_EQ(1, io_uring_submit(&self->ring));
+		if (pass) {
+			usleep(300000);
+			EXPECT_EQ(-EAGAIN, io_uring_peek_cqe(&self->ring, &cqe))
+				TH_LOG("the device wrote the buffer before its first fence signalled");
+			ASSERT_EQ(0, texp_op(self->ctl, DMABUF_TEST_IOC_FENCE_SIGNAL,
+					     self->dbuf, 0));
+		}
+		ASSERT_EQ(0, io_uring_wait_cqe_timeout(&self->ring, &cqe, &ts));
+		EXPECT_EQ(4096, cqe->res);
+		io_uring_cqe_seen(&self->ring, cqe);
+	}
+	ASSERT_EQ(0, io_uring_unregister_buffer_slot(&self->ring, 0));
+	check_exporter_clean(_metadata, self->ctl, self->dbuf);
+}
+
 /* A reader in a child process, which exits or is killed with I/O in flight. */
 static void child_reader(int ctl, int dbuf, int fd, unsigned int seed,
 			 int exit_after_us)
