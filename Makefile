@@ -41,7 +41,13 @@ TOOL_BINS := $(GUEST)/tools/dmabuf-rw-demo $(GUEST)/tools/dmabuf-rw-bench
 
 .PHONY: all deps tree export series-status kernel kernel-base kernel-bpf tools \
 	initramfs initramfs-base initramfs-bpf test demo shell bench bench-quick bench-profile kernel-profile checkpatch \
+	check-configs \
 	clean distclean
+
+# The kernel builds run their own parallel jobs, and two of them at once
+# would fight over the two cores: make itself runs one target at a time,
+# whatever -j says.
+.NOTPARALLEL:
 
 all: kernel tools initramfs
 
@@ -109,22 +115,22 @@ $(GUEST)/tests/iommufd_dmabuf: tests/iommufd_dmabuf.c $(GUEST)/inc/linux/iommufd
 	@mkdir -p $(@D)
 	$(CC) $(USER_CFLAGS) -I$(GUEST)/inc $(HARNESS) -I$(TREE)/drivers -o $@ $<
 
-$(GUEST)/tools/dmabuf-rw-demo: tools/demo/dmabuf-rw-demo.c $(LIB_SRC) $(LIB_HDR) | tree
+$(GUEST)/tools/dmabuf-rw-demo: tools/demo/dmabuf-rw-demo.c $(LIB_SRC) $(LIB_HDR)
 	@mkdir -p $(@D)
 	$(CC) $(USER_CFLAGS) -o $@ $< $(LIB_SRC) -luring
 
-$(GUEST)/tools/dmabuf-rw-bench: tools/bench/dmabuf-rw-bench.c $(LIB_SRC) $(LIB_HDR) | tree
+$(GUEST)/tools/dmabuf-rw-bench: tools/bench/dmabuf-rw-bench.c $(LIB_SRC) $(LIB_HDR)
 	@mkdir -p $(@D)
 	$(CC) $(USER_CFLAGS) -o $@ $< $(LIB_SRC) -luring -lpthread -lm
 
-initramfs: tools
+# The initramfs packs the kernel's modules: built after the kernel.
+initramfs: kernel tools
 	@scripts/mk-initramfs debug
 
-initramfs-base: tools
+initramfs-base: kernel-base tools
 	@scripts/mk-initramfs base
 
-# The initramfs packs the kernel's modules: built after the kernel.
-initramfs-bpf: tools
+initramfs-bpf: kernel-bpf tools
 	@scripts/mk-initramfs bpf
 
 test: kernel initramfs kernel-bpf initramfs-bpf
@@ -160,6 +166,11 @@ bench-quick: kernel-base tools
 
 checkpatch: tree
 	@scripts/checkpatch-series
+
+# The series in the configurations the rig's kernels do not cover (no
+# dma-buf framework, no io_uring, i386); make test runs it too.
+check-configs: tree
+	@scripts/check-configs
 
 clean:
 	rm -rf $(GUEST) $(BUILD)/vm $(BUILD)/initramfs-* $(BUILD)/bench
