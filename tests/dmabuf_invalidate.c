@@ -13,11 +13,16 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <liburing.h>
@@ -301,6 +306,32 @@ static void check_exporter_clean(struct __test_metadata *_metadata, int ctl,
 	EXPECT_EQ(0, st.pins);
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * How long the importers held up the exporter's invalidations (the
+ * exporter times each dma_buf_invalidate_mappings() call): the median, the
+ * 99th percentile and the maximum, as "# storm: key=value" words.
+ */
+static void print_invalidation_latency(int ctl, int dbuf)
+{
+	static uint64_t ns[DMABUF_TEST_MAX_LATENCIES];
+	int n = texp_latencies(ctl, dbuf, ns, DMABUF_TEST_MAX_LATENCIES);
+
+	if (n <= 0) {
+		printf("# storm: invalidations_timed=0\n");
+		return;
+	}
+	qsort(ns, n, sizeof(ns[0]), cmp_u64);
+	printf("# storm: invalidations_timed=%d invalidation_us_p50=%.0f invalidation_us_p99=%.0f invalidation_us_max=%.0f\n",
+	       n, ns[n / 2] / 1e3, ns[(n * 99) / 100] / 1e3, ns[n - 1] / 1e3);
+}
+
 static void check_storm_io(struct __test_metadata *_metadata, const char *what,
 			   const struct storm_io *s)
 {
@@ -463,6 +494,7 @@ TEST_F_TIMEOUT(texp, migration_storm_loses_no_data_and_no_dma_is_stale, 3600)
 		if (rd.by_errno[e] + wr.by_errno[e])
 			printf("# storm: errno %s=%lu\n", strerrorname_np(e) ?: "?",
 			       rd.by_errno[e] + wr.by_errno[e]);
+	print_invalidation_latency(self->ctl, self->dbuf);
 	fflush(stdout);
 	check_exporter_clean(_metadata, self->ctl, self->dbuf);
 }
@@ -799,6 +831,453 @@ TEST_F_TIMEOUT(texp, migration_races_controller_reset, 300)
 	EXPECT_LT(0, rd.done);
 	EXPECT_LT(0, wr.done);
 	check_exporter_clean(_metadata, self->ctl, self->dbuf);
+}
+
+/*
+ * Every registration of one dma-buf for one device and direction shares
+ * one attachment and one mapping, however many slots and rings hold it:
+ * the IOMMU resources registrations take are bounded by the buffers.  A
+ * registration for another direction (a read-only target) has its own.
+ */
+TEST_F(texp, registrations_of_one_buffer_share_one_attachment)
+{
+	struct dmabuf_test_stats st;
+	struct io_uring other;
+	int ro, i;
+
+	ASSERT_EQ(0, io_uring_queue_init(8, &other, 0));
+	ASSERT_EQ(0, io_uring_register_buffers_sparse(&other, 8));
+	for (i = 0; i < 8; i++) {
+		ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, i, self->dbuf,
+						      self->fd));
+		ASSERT_EQ(0, io_uring_register_dmabuf(&other, i, self->dbuf,
+						      self->fd));
+	}
+	for (i = 0; i < 8; i++) {
+		EXPECT_EQ(4096, dmabufrw_rw_fixed(&self->ring, false, self->fd, i,
+						  i * 4096, 4096, READ_BASE));
+		EXPECT_EQ(4096, dmabufrw_rw_fixed(&other, false, self->fd, i,
+						  i * 4096, 4096, READ_BASE));
+	}
+	ASSERT_EQ(0, texp_stats(self->ctl, self->dbuf, &st));
+	EXPECT_EQ(1, st.attaches);
+	EXPECT_EQ(1, st.maps);
+
+	ro = open(NVME_DEV, O_RDONLY | O_DIRECT);
+	ASSERT_LE(0, ro);
+	ASSERT_EQ(0, io_uring_unregister_buffer_slot(&other, 7));
+	ASSERT_EQ(0, io_uring_register_dmabuf(&other, 7, self->dbuf, ro));
+	EXPECT_EQ(4096, dmabufrw_rw_fixed(&other, false, ro, 7, 0, 4096,
+					  READ_BASE));
+	ASSERT_EQ(0, texp_stats(self->ctl, self->dbuf, &st));
+	EXPECT_EQ(2, st.attaches);
+	EXPECT_EQ(2, st.maps);
+
+	/* The shared attachment goes with its last registration only. */
+	io_uring_queue_exit(&other);
+	close(ro);
+	EXPECT_EQ(4096, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, 0,
+					  4096, READ_BASE));
+	for (i = 0; i < 8; i++)
+		ASSERT_EQ(0, io_uring_unregister_buffer_slot(&self->ring, i));
+	check_exporter_clean(_metadata, self->ctl, self->dbuf);
+	ASSERT_EQ(0, texp_stats(self->ctl, self->dbuf, &st));
+	EXPECT_EQ(2, st.detaches);
+}
+
+/* IORING_REGISTER_CLONE_BUFFERS, newer than Debian 12's liburing */
+#define REGISTER_CLONE_BUFFERS	30
+struct clone_buffers {
+	uint32_t src_fd, flags, src_off, dst_off, nr, pad[3];
+};
+
+static int clone_buffers(struct io_uring *dst, struct io_uring *src)
+{
+	struct clone_buffers arg = { .src_fd = src->ring_fd };
+	int ret = syscall(__NR_io_uring_register, dst->ring_fd,
+			  REGISTER_CLONE_BUFFERS, &arg, 1);
+
+	return ret < 0 ? -errno : ret;
+}
+
+/*
+ * Cloning a buffer table with a dma-buf slot into another ring shares the
+ * registration: I/O works from both rings through one attachment, and the
+ * registration goes when the last ring does, whichever exits first.
+ */
+TEST_F(texp, cloned_table_shares_the_registration)
+{
+	struct dmabuf_test_stats st;
+	struct io_uring a, b;
+
+	for (int first = 0; first < 2; first++) {
+		ASSERT_EQ(0, io_uring_queue_init(8, &a, 0));
+		ASSERT_EQ(0, io_uring_queue_init(8, &b, 0));
+		ASSERT_EQ(0, io_uring_register_buffers_sparse(&a, 2));
+		ASSERT_EQ(0, io_uring_register_dmabuf(&a, 1, self->dbuf, self->fd));
+		ASSERT_EQ(0, clone_buffers(&b, &a));
+		EXPECT_EQ(8192, dmabufrw_rw_fixed(&b, false, self->fd, 1, 0, 8192,
+						  READ_BASE));
+		EXPECT_EQ(8192, dmabufrw_rw_fixed(&a, false, self->fd, 1, 8192,
+						  8192, READ_BASE + 8192));
+		ASSERT_EQ(0, texp_rw(self->ctl, self->dbuf, 0, 0, self->kbuf,
+				     16384));
+		EXPECT_EQ(-1, pattern_check(self->kbuf, 16384, READ_SEED,
+					    READ_BASE));
+		ASSERT_EQ(0, texp_stats(self->ctl, self->dbuf, &st));
+		EXPECT_EQ(first + 1, st.attaches);
+
+		io_uring_queue_exit(first ? &b : &a);
+		/* the other ring still holds the registration */
+		EXPECT_EQ(4096, dmabufrw_rw_fixed(first ? &a : &b, false,
+						  self->fd, 1, 0, 4096,
+						  READ_BASE));
+		io_uring_queue_exit(first ? &a : &b);
+		check_exporter_clean(_metadata, self->ctl, self->dbuf);
+	}
+}
+
+/*
+ * Dropping a registration may wait for the reservation lock, an RCU grace
+ * period, the device and the IOMMU unmap: it must not run where io_uring
+ * frees requests, under the ring's lock, with its completions waiting.
+ * The exporter records which task unmapped and detached: a worker, not the
+ * task that owns the ring and emptied the slot.  Other I/O on the ring
+ * keeps completing meanwhile, and a ring with 64 registrations exits with
+ * all of them torn down.
+ */
+TEST_F_TIMEOUT(texp, registration_teardown_leaves_the_ring_alone, 120)
+{
+	struct dmabuf_test_stats st;
+	struct io_uring ring;
+	int bufs[64], ubuf, memfd;
+	double t0;
+
+	ubuf = dmabufrw_alloc_udmabuf(MiB, &memfd);
+	ASSERT_LE(0, ubuf);
+	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 0, self->dbuf, self->fd));
+	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 1, ubuf, self->fd));
+	ASSERT_EQ(4096, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, 0,
+					  4096, READ_BASE));
+	/* a slow unmap: 100 ms under the exporter's reservation lock */
+	ASSERT_EQ(0, texp_delays(self->ctl, self->dbuf, 0, 100000));
+	for (int i = 0; i < 16; i++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&self->ring);
+
+		io_uring_prep_read_fixed(sqe, self->fd,
+					 (void *)(uintptr_t)(i * 4096), 4096,
+					 READ_BASE + i * 4096, 0);
+		sqe->buf_index = 0;
+	}
+	ASSERT_EQ(16, io_uring_submit(&self->ring));
+	ASSERT_EQ(0, io_uring_unregister_buffer_slot(&self->ring, 0));
+	for (int i = 0; i < 16; i++) {
+		struct io_uring_cqe *cqe;
+
+		ASSERT_EQ(0, io_uring_wait_cqe(&self->ring, &cqe));
+		EXPECT_EQ(4096, cqe->res);
+		io_uring_cqe_seen(&self->ring, cqe);
+	}
+	t0 = now_sec();
+	for (int i = 0; i < 16; i++)
+		EXPECT_EQ(4096, dmabufrw_rw_fixed(&self->ring, false, self->fd, 1,
+						  0, 4096, READ_BASE));
+	TH_LOG("16 reads through another slot took %.3f s during the teardown",
+	       now_sec() - t0);
+	ASSERT_EQ(0, wait_balanced(self->ctl, self->dbuf, &st));
+	TH_LOG("unmapped by \"%s\", detached by \"%s\"", st.unmap_comm,
+	       st.detach_comm);
+	EXPECT_EQ(0, strncmp(st.unmap_comm, "kworker", 7));
+	EXPECT_EQ(0, strncmp(st.detach_comm, "kworker", 7));
+	ASSERT_EQ(0, texp_delays(self->ctl, self->dbuf, 0, 0));
+
+	/* 64 registrations of 64 buffers, mapped, then the ring exits. */
+	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
+	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 64));
+	for (int i = 0; i < 64; i++) {
+		bufs[i] = texp_create(self->ctl, 64 * 1024, variant->flags);
+		ASSERT_LE(0, bufs[i]);
+		ASSERT_EQ(0, texp_delays(self->ctl, bufs[i], 0, 10000));
+		ASSERT_EQ(0, io_uring_register_dmabuf(&ring, i, bufs[i], self->fd));
+		ASSERT_EQ(4096, dmabufrw_rw_fixed(&ring, false, self->fd, i, 0,
+						  4096, READ_BASE));
+	}
+	t0 = now_sec();
+	io_uring_queue_exit(&ring);
+	for (int i = 0; i < 64; i++) {
+		check_exporter_clean(_metadata, self->ctl, bufs[i]);
+		close(bufs[i]);
+	}
+	TH_LOG("64 registrations torn down %.3f s after ring exit",
+	       now_sec() - t0);
+	close(ubuf);
+	close(memfd);
+	check_exporter_clean(_metadata, self->ctl, self->dbuf);
+}
+
+#define THROTTLE_CG	"/sys/fs/cgroup/dmabufrw-throttle"
+
+static int write_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY), ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (write(fd, text, strlen(text)) < 0)
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
+/*
+ * Put this process in a cgroup whose io.max lets @iops reads and writes a
+ * second through to the disk behind @fd.
+ */
+static int throttle_begin(int fd, unsigned int iops)
+{
+	char line[96];
+	struct stat st;
+	int ret;
+
+	mkdir("/sys/fs/cgroup", 0755);
+	if (access("/sys/fs/cgroup/cgroup.controllers", F_OK) &&
+	    mount("none", "/sys/fs/cgroup", "cgroup2", 0, NULL))
+		return -errno;
+	ret = write_file("/sys/fs/cgroup/cgroup.subtree_control", "+io");
+	if (ret)
+		return ret;
+	if (mkdir(THROTTLE_CG, 0755) && errno != EEXIST)
+		return -errno;
+	if (fstat(fd, &st))
+		return -errno;
+	snprintf(line, sizeof(line), "%u:%u riops=%u wiops=%u",
+		 major(st.st_rdev), minor(st.st_rdev), iops, iops);
+	ret = write_file(THROTTLE_CG "/io.max", line);
+	if (ret)
+		return ret;
+	snprintf(line, sizeof(line), "%d", getpid());
+	return write_file(THROTTLE_CG "/cgroup.procs", line);
+}
+
+static void throttle_end(void)
+{
+	char line[32];
+
+	snprintf(line, sizeof(line), "%d", getpid());
+	write_file("/sys/fs/cgroup/cgroup.procs", line);
+	rmdir(THROTTLE_CG);
+}
+
+/*
+ * Queue @n 4 KiB reads of the prefilled area into the buffer's slots
+ * (slot i at offset i * 4096), not waiting for them.
+ */
+static void queue_reads(struct io_uring *ring, int fd, unsigned int n)
+{
+	for (unsigned int i = 0; i < n; i++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+
+		io_uring_prep_read_fixed(sqe, fd, (void *)(uintptr_t)(i * 4096),
+					 4096, READ_BASE + i * 4096, 0);
+		sqe->user_data = i;
+	}
+	io_uring_submit(ring);
+}
+
+/* Reap what completed; returns how many are still in flight. */
+static unsigned int reap_reads(struct io_uring *ring, unsigned int inflight,
+			       int *res, bool wait)
+{
+	struct io_uring_cqe *cqe;
+
+	while (inflight) {
+		if (wait ? io_uring_wait_cqe(ring, &cqe) :
+			   io_uring_peek_cqe(ring, &cqe))
+			break;
+		res[cqe->user_data] = cqe->res;
+		io_uring_cqe_seen(ring, cqe);
+		inflight--;
+	}
+	return inflight;
+}
+
+/*
+ * An invalidation waits only for I/O the device holds, not for I/O parked
+ * above the driver.  32 reads are queued behind an io.max limit of 4 reads
+ * a second, so that draining them takes 8 s; a migration and then a
+ * revocation of the buffer must return while most of them are still
+ * parked.  Parked reads then reach the driver with a mapping that is gone:
+ * after the migration they are issued again and land in the new memory,
+ * after the revocation they fail with ENODEV.
+ */
+TEST_F_TIMEOUT(texp, invalidation_does_not_wait_for_io_held_by_blk_throttle, 300)
+{
+	const unsigned int n = 32;
+	unsigned int left, ok = 0, enodev = 0;
+	int res[32];
+	double t0, took;
+
+	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 0, self->dbuf, self->fd));
+	ASSERT_EQ(4096, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, 0,
+					  4096, READ_BASE));
+	ASSERT_EQ(0, throttle_begin(self->fd, 4));
+
+	/* A move: prompt; the parked reads complete with their data. */
+	ASSERT_EQ(0, texp_rw(self->ctl, self->dbuf, 1, 0,
+			     memset(self->kbuf, 0, n * 4096), n * 4096));
+	queue_reads(&self->ring, self->fd, n);
+	usleep(500000);
+	t0 = now_sec();
+	ASSERT_EQ(0, texp_op(self->ctl, DMABUF_TEST_IOC_MIGRATE, self->dbuf, 0));
+	took = now_sec() - t0;
+	left = reap_reads(&self->ring, n, res, false);
+	TH_LOG("migration took %.3f s with %u of %u throttled reads parked",
+	       took, left, n);
+	EXPECT_GT(2.0, took);
+	EXPECT_LE(n / 2, left);
+	EXPECT_EQ(0, reap_reads(&self->ring, left, res, true));
+	for (unsigned int i = 0; i < n; i++)
+		EXPECT_EQ(4096, res[i]);
+	ASSERT_EQ(0, texp_rw(self->ctl, self->dbuf, 0, 0, self->kbuf, n * 4096));
+	EXPECT_EQ(-1, pattern_check(self->kbuf, n * 4096, READ_SEED, READ_BASE));
+
+	/* A revocation: prompt; the parked reads fail with ENODEV. */
+	queue_reads(&self->ring, self->fd, n);
+	usleep(500000);
+	t0 = now_sec();
+	ASSERT_EQ(0, texp_op(self->ctl, DMABUF_TEST_IOC_REVOKE, self->dbuf, 0));
+	took = now_sec() - t0;
+	left = reap_reads(&self->ring, n, res, false);
+	TH_LOG("revocation took %.3f s with %u of %u throttled reads parked",
+	       took, left, n);
+	EXPECT_GT(2.0, took);
+	EXPECT_LE(n / 2, left);
+	EXPECT_EQ(0, reap_reads(&self->ring, left, res, true));
+	for (unsigned int i = 0; i < n; i++) {
+		ok += res[i] == 4096;
+		enodev += res[i] == -ENODEV;
+	}
+	TH_LOG("after the revocation: %u reads done, %u failed with ENODEV",
+	       ok, enodev);
+	EXPECT_EQ(n, ok + enodev);
+	/* those parked then, but for the few the device had at the time */
+	EXPECT_LE(left, enodev + 4);
+	throttle_end();
+
+	ASSERT_EQ(0, texp_op(self->ctl, DMABUF_TEST_IOC_RESTORE, self->dbuf, 0));
+	EXPECT_EQ(4096, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, 0,
+					  4096, READ_BASE));
+	ASSERT_EQ(0, io_uring_unregister_buffer_slot(&self->ring, 0));
+	check_exporter_clean(_metadata, self->ctl, self->dbuf);
+}
+
+/* Write "1" to a sysfs attribute. */
+static int poke_sysfs(const char *path)
+{
+	return write_file(path, "1");
+}
+
+/* The sysfs "remove" attribute of the PCI device behind NVME_DEV. */
+static int nvme_pci_remove_path(char *path, size_t size)
+{
+	char link[PATH_MAX];
+	ssize_t n = readlink("/sys/block/nvme0n1/device/device", link,
+			     sizeof(link) - 1);
+
+	if (n <= 0)
+		return -errno;
+	link[n] = 0;
+	snprintf(path, size, "/sys/bus/pci/devices/%s/remove",
+		 strrchr(link, '/') + 1);
+	return 0;
+}
+
+struct unregister_race {
+	struct io_uring *ring;
+	int exit_ring;
+};
+
+static void *unregister_thread(void *arg)
+{
+	struct unregister_race *r = arg;
+
+	if (r->exit_ring)
+		io_uring_queue_exit(r->ring);
+	else
+		io_uring_unregister_buffer_slot(r->ring, 0);
+	return NULL;
+}
+
+/*
+ * Dropping a registration while the controller is being removed: the
+ * removal tears down every context of the device and must not return while
+ * a registration's own teardown is still about to unmap or detach against
+ * it.  Many rounds of an emptied slot or a ring exit racing the PCI
+ * removal, with a slow unmap to widen the window, under KASAN; each round
+ * ends balanced, and the rescanned controller works.
+ */
+FIXTURE(removal) {
+	int unused;
+};
+
+FIXTURE_SETUP(removal)
+{
+}
+
+FIXTURE_TEARDOWN(removal)
+{
+}
+
+TEST_F_TIMEOUT(removal, unregister_races_controller_removal, 600)
+{
+	char remove[PATH_MAX];
+	struct dmabuf_test_stats st;
+	int ctl, dbuf, round;
+
+	ctl = texp_open();
+	ASSERT_LE(0, ctl);
+	dbuf = texp_create(ctl, MiB, 0);
+	ASSERT_LE(0, dbuf);
+	for (round = 0; round < 8; round++) {
+		struct unregister_race r = { .exit_ring = round & 1 };
+		struct io_uring ring;
+		pthread_t thr;
+		int fd = -1;
+
+		for (int i = 0; i < 100 && fd < 0; i++) {
+			fd = open(NVME_DEV, O_RDWR | O_DIRECT);
+			if (fd < 0)
+				usleep(100000);
+		}
+		ASSERT_LE(0, fd) TH_LOG("round %d: no %s", round, NVME_DEV);
+		ASSERT_EQ(0, nvme_pci_remove_path(remove, sizeof(remove)));
+		ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
+		ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
+		ASSERT_EQ(0, io_uring_register_dmabuf(&ring, 0, dbuf, fd));
+		ASSERT_EQ(4096, dmabufrw_rw_fixed(&ring, false, fd, 0, 0, 4096,
+						  0));
+		ASSERT_EQ(0, texp_delays(ctl, dbuf, 0, 20000 + round * 5000));
+		close(fd);
+
+		r.ring = &ring;
+		ASSERT_EQ(0, pthread_create(&thr, NULL, unregister_thread, &r));
+		usleep(round * 3000);
+		ASSERT_EQ(0, poke_sysfs(remove));
+		pthread_join(thr, NULL);
+		if (!r.exit_ring)
+			io_uring_queue_exit(&ring);
+		EXPECT_EQ(0, wait_balanced(ctl, dbuf, &st))
+			log_stats(_metadata, "exporter", &st);
+		ASSERT_EQ(0, poke_sysfs("/sys/bus/pci/rescan"));
+	}
+	ASSERT_EQ(0, texp_delays(ctl, dbuf, 0, 0));
+	check_exporter_clean(_metadata, ctl, dbuf);
+	close(dbuf);
+	close(ctl);
+	/* the last rescan's controller serves the tests that follow */
+	for (int i = 0; i < 100 && access(NVME_DEV, F_OK); i++)
+		usleep(100000);
+	ASSERT_EQ(0, access(NVME_DEV, F_OK));
 }
 
 TEST_HARNESS_MAIN

@@ -16,10 +16,12 @@
 #include <dirent.h>
 #include <pthread.h>
 #include <unistd.h>
+#include <linux/fs.h>
 #include <liburing.h>
 
 #include "kselftest_harness.h"
 #include "util.h"
+#include "texp.h"
 #include "dmabufrw.h"
 
 #define MiB	(1024UL * 1024)
@@ -179,8 +181,8 @@ TEST_F(dmabuf_rw, io_errors)
 	ASSERT_LE(0, ro);
 	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 2, ubuf, ro));
 	EXPECT_EQ(4096, dmabufrw_rw_fixed(&self->ring, false, ro, 2, 0, 4096, 0));
-	/* the target was opened read-only: no writes from the dma-buf */
-	EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&self->ring, true, ro, 2, 0, 4096, 0));
+	/* the target was opened read-only: no writes, as write(2) says */
+	EXPECT_EQ(-EBADF, dmabufrw_rw_fixed(&self->ring, true, ro, 2, 0, 4096, 0));
 	close(ro);
 
 	/* a user buffer slot used the dma-buf way: addr is no user address */
@@ -436,8 +438,10 @@ TEST_F(dmabuf_rw, fds_closed_after_registration)
 }
 
 /*
- * Emptying the slot while I/O is in flight: the in-flight I/O completes,
- * the registration goes away after it, later I/O on the slot fails.
+ * Emptying the slot while I/O is in flight: a request looks its buffer up
+ * when it is first issued (within io_uring_enter() for this ring) and keeps
+ * the registration from then on, so every read submitted before completes;
+ * the registration goes away after them, and later I/O on the slot fails.
  */
 TEST_F(dmabuf_rw, unregister_with_io_in_flight)
 {
@@ -459,13 +463,11 @@ TEST_F(dmabuf_rw, unregister_with_io_in_flight)
 	ASSERT_EQ(0, io_uring_unregister_buffer_slot(&self->ring, 0));
 	for (i = 0; i < (int)n; i++) {
 		ASSERT_EQ(0, io_uring_wait_cqe(&self->ring, &cqe));
-		if (cqe->res == 65536)
-			ok++;
-		else
-			EXPECT_EQ(-EFAULT, cqe->res);
+		EXPECT_EQ(65536, cqe->res);
+		ok += cqe->res == 65536;
 		io_uring_cqe_seen(&self->ring, cqe);
 	}
-	TH_LOG("%d of %u reads completed before the slot was emptied", ok, n);
+	EXPECT_EQ((int)n, ok);
 	EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, 0, 4096, 0));
 	close(ubuf);
 	close(memfd);
@@ -523,6 +525,135 @@ TEST_F(dmabuf_rw, fork_with_registered_ring)
 	EXPECT_EQ(4096, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, 4096, 4096, 0));
 	close(ubuf);
 	close(memfd);
+}
+
+/* Offset of the first nonzero byte of @p, or -1. */
+static long first_nonzero(const void *p, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (((const unsigned char *)p)[i])
+			return (long)i;
+	return -1;
+}
+
+/* DMA_HEAP_IOCTL_ALLOC with the dma-buf's access mode in fd_flags */
+static int heap_alloc_mode(size_t size, int mode)
+{
+	struct {
+		uint64_t len;
+		uint32_t fd, fd_flags;
+		uint64_t heap_flags;
+	} data = { .len = size, .fd_flags = mode | O_CLOEXEC };
+	int heap = open("/dev/dma_heap/system", O_RDONLY | O_CLOEXEC), ret;
+
+	if (heap < 0)
+		return -errno;
+	/* DMA_HEAP_IOCTL_ALLOC */
+	ret = ioctl(heap, _IOWR('H', 0x0, typeof(data)), &data);
+	close(heap);
+	return ret < 0 ? -errno : (int)data.fd;
+}
+
+/*
+ * The dma-buf's own access mode limits what the device may do with it, as
+ * memory protection limits read(2) and write(2): READ_FIXED (the device
+ * writes the buffer) needs it open for writing and fails with EFAULT
+ * otherwise, leaving the buffer as it was; WRITE_FIXED (the device reads
+ * it) needs it open for reading.  A registration that would allow neither
+ * direction is refused with EACCES.
+ */
+TEST_F(dmabuf_rw, dmabuf_open_mode_limits_the_device_access)
+{
+	const uint64_t disk_off = 500 * MiB;
+	int rdonly, wronly, ro_target;
+	void *pbuf, *map;
+
+	rdonly = heap_alloc_mode(MiB, O_RDONLY);
+	ASSERT_LE(0, rdonly);
+	wronly = heap_alloc_mode(MiB, O_WRONLY);
+	ASSERT_LE(0, wronly);
+	ASSERT_EQ(0, posix_memalign(&pbuf, 4096, MiB));
+	pattern_fill(pbuf, MiB, 0x0dd, disk_off);
+	ASSERT_EQ((ssize_t)MiB, pwrite(self->fd, pbuf, MiB, disk_off));
+
+	/* read-only buffer: the device may read it, not write it */
+	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 0, rdonly, self->fd));
+	EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0,
+					     0, MiB, disk_off));
+	map = mmap(NULL, MiB, PROT_READ, MAP_SHARED, rdonly, 0);
+	ASSERT_NE(MAP_FAILED, map);
+	ASSERT_EQ(0, dmabufrw_cpu_begin(rdonly, 1, 0));
+	EXPECT_EQ(-1, first_nonzero(map, MiB));
+	ASSERT_EQ(0, dmabufrw_cpu_end(rdonly, 1, 0));
+	munmap(map, MiB);
+	/* the device reads it: its zeroes land on the disk */
+	EXPECT_EQ((int)MiB, dmabufrw_rw_fixed(&self->ring, true, self->fd, 0,
+					      0, MiB, disk_off));
+	ASSERT_EQ((ssize_t)MiB, pread(self->fd, pbuf, MiB, disk_off));
+	EXPECT_EQ(-1, first_nonzero(pbuf, MiB));
+
+	/* write-only buffer: the device may write it, not read it */
+	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 1, wronly, self->fd));
+	EXPECT_EQ((int)MiB, dmabufrw_rw_fixed(&self->ring, false, self->fd, 1,
+					      0, MiB, disk_off));
+	EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&self->ring, true, self->fd, 1,
+					     0, MiB, disk_off));
+
+	/* a read-only buffer for a read-only target: nothing to allow */
+	ro_target = open(NVME_DEV, O_RDONLY | O_DIRECT);
+	ASSERT_LE(0, ro_target);
+	EXPECT_EQ(-EACCES, io_uring_register_dmabuf(&self->ring, 2, rdonly,
+						    ro_target));
+	EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&self->ring, false, ro_target, 2,
+					     0, 4096, 0));
+	close(ro_target);
+
+	ASSERT_EQ(0, io_uring_unregister_buffer_slot(&self->ring, 0));
+	ASSERT_EQ(0, io_uring_unregister_buffer_slot(&self->ring, 1));
+	free(pbuf);
+	close(rdonly);
+	close(wronly);
+}
+
+/*
+ * One READ_FIXED or WRITE_FIXED moves at most MAX_RW_COUNT bytes, as with
+ * user buffers: a longer one is refused with EFAULT rather than reporting
+ * more than an int holds.  A buffer of the test exporter whose pages
+ * repeat makes a dma-buf larger than that; the target is write-only, so
+ * that the device only reads it.
+ */
+#define MAX_RW_COUNT	(INT_MAX & ~4095U)
+TEST(transfer_over_max_rw_count_fails_with_efault)
+{
+	struct io_uring ring;
+	uint64_t disk_size;
+	int ctl, dbuf, fd;
+
+	ctl = texp_open();
+	if (ctl == -ENOENT)
+		SKIP(return, "no %s (CONFIG_DMABUF_TEST_EXPORTER)", TEXP_DEV);
+	ASSERT_LE(0, ctl);
+	dbuf = texp_create(ctl, 3ULL << 30, DMABUF_TEST_F_REPEAT);
+	ASSERT_LE(0, dbuf);
+	fd = open(NVME_DEV, O_WRONLY | O_DIRECT);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, ioctl(fd, BLKGETSIZE64, &disk_size));
+	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
+	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
+	ASSERT_EQ(0, io_uring_register_dmabuf(&ring, 0, dbuf, fd));
+
+	EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&ring, true, fd, 0, 0,
+					     MAX_RW_COUNT + 4096, 0));
+	EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&ring, true, fd, 0, 4096,
+					     UINT_MAX & ~4095, 0));
+	/* the longest one is taken; the device's end cuts it to 1 MiB */
+	EXPECT_EQ((int)MiB, dmabufrw_rw_fixed(&ring, true, fd, 0, 1ULL << 30,
+					      MAX_RW_COUNT, disk_size - MiB));
+
+	io_uring_queue_exit(&ring);
+	close(fd);
+	close(dbuf);
+	close(ctl);
 }
 
 /* Vectored fixed I/O and IOPOLL rings are refused for now. */

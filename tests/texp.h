@@ -71,4 +71,18 @@ static inline int texp_stats(int ctl, int fd, struct dmabuf_test_stats *st)
 	return texp_ret(ioctl(ctl, DMABUF_TEST_IOC_STATS, st));
 }
 
+/*
+ * Durations of the buffer's last invalidations in ns, oldest first, at most
+ * @nr of them.  Returns how many.
+ */
+static inline int texp_latencies(int ctl, int fd, uint64_t *ns, unsigned int nr)
+{
+	struct dmabuf_test_latencies l = {
+		.fd = fd, .nr = nr, .ptr = (uintptr_t)ns,
+	};
+	int r = ioctl(ctl, DMABUF_TEST_IOC_LATENCIES, &l);
+
+	return r < 0 ? -errno : (int)l.nr;
+}
+
 #endif
