@@ -47,6 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <linux/fs.h>
+#include <linux/dma-buf.h>
 #include <liburing.h>
 
 #include "dmabufrw.h"
@@ -273,12 +274,14 @@ static uint64_t pattern(uint64_t disk_off)
 
 static void cpu_access(struct worker *w, bool begin, bool read, bool write)
 {
+	uint64_t flags = (read ? DMA_BUF_SYNC_READ : 0) |
+			 (write ? DMA_BUF_SYNC_WRITE : 0);
 	int ret;
 
 	if (w->dmabuf_fd < 0)
 		return;
-	ret = begin ? dmabufrw_cpu_begin(w->dmabuf_fd, read, write) :
-		      dmabufrw_cpu_end(w->dmabuf_fd, read, write);
+	ret = begin ? dmabufrw_cpu_begin(w->dmabuf_fd, flags) :
+		      dmabufrw_cpu_end(w->dmabuf_fd, flags);
 	if (ret)
 		die("thread %u: DMA_BUF_IOCTL_SYNC: %s", w->id, strerror(-ret));
 }
@@ -577,7 +580,7 @@ static void setup_worker(struct worker *w, uint64_t region_blocks)
 		ret = io_uring_register_buffers_sparse(&w->ring, 1);
 		if (ret)
 			die("io_uring_register_buffers_sparse: %s", strerror(-ret));
-		ret = io_uring_register_dmabuf(&w->ring, 0, w->dmabuf_fd, w->fd);
+		ret = dmabufrw_register_dmabuf(&w->ring, 0, w->dmabuf_fd, w->fd);
 		if (ret)
 			die("registering the dma-buf for %s: %s%s", opt.dev,
 			    strerror(-ret), ret == -EINVAL || ret == -EOPNOTSUPP ?

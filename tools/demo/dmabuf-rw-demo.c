@@ -19,6 +19,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 #include <linux/fs.h>
+#include <linux/dma-buf.h>
 #include <liburing.h>
 
 #include "dmabufrw.h"
@@ -76,9 +77,9 @@ static int dmabuf_round_trip(void)
 		printf("  dma-buf I/O:     io_uring setup failed\n");
 		return 1;
 	}
-	ret = io_uring_register_dmabuf(&ring, 0, ubuf, fd);
+	ret = dmabufrw_register_dmabuf(&ring, 0, ubuf, fd);
 	if (!ret)
-		ret = io_uring_register_dmabuf(&ring, 1, heap, fd);
+		ret = dmabufrw_register_dmabuf(&ring, 1, heap, fd);
 	if (ret) {
 		printf("  dma-buf I/O:     registration failed: %s\n", strerror(-ret));
 		return 1;
@@ -98,11 +99,11 @@ static int dmabuf_round_trip(void)
 		return 1;
 
 	r = mmap(NULL, size, PROT_READ, MAP_SHARED, heap, 0);
-	dmabufrw_cpu_begin(heap, 1, 0);
+	dmabufrw_cpu_begin(heap, DMA_BUF_SYNC_READ);
 	for (i = 0; i < size / 8; i++)
 		if (r[i] != pattern(seed, disk_off + i * 8))
 			break;
-	dmabufrw_cpu_end(heap, 1, 0);
+	dmabufrw_cpu_end(heap, DMA_BUF_SYNC_READ);
 	if (i != size / 8) {
 		printf("  verify:          MISMATCH at byte %zu\n", i * 8);
 		return 1;

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <linux/dma-buf.h>
 #include <linux/dma-heap.h>
@@ -43,25 +44,63 @@ struct dmabufrw_rsrc_update2 {
 	uint32_t resv2;
 };
 
+/* Newer than Debian 12's kernel headers */
+#ifndef IORING_REGISTER_USE_REGISTERED_RING
+#define IORING_REGISTER_USE_REGISTERED_RING	(1U << 31)
+#endif
+#ifndef IORING_FEAT_REG_REG_RING
+#define IORING_FEAT_REG_REG_RING		(1U << 13)
+#endif
+#define DMABUFRW_FEAT_REGBUF_DMABUF		(1U << 18)
+/* liburing's struct io_uring.int_flags: the ring fd is registered */
+#define DMABUFRW_INT_FLAG_REG_RING		1
+
+/*
+ * io_uring_register() on the ring the way liburing's own registration calls
+ * do it: through the registered ring descriptor when the ring has one and
+ * the kernel takes it for registration, which keeps working once the ring
+ * fd itself is closed; else through the ring fd.
+ */
+static int ring_register(struct io_uring *ring, unsigned int op,
+			 const void *arg, unsigned int nr)
+{
+	int fd = ring->ring_fd, ret;
+
+	if ((ring->int_flags & DMABUFRW_INT_FLAG_REG_RING) &&
+	    (ring->features & IORING_FEAT_REG_REG_RING)) {
+		op |= IORING_REGISTER_USE_REGISTERED_RING;
+		fd = ring->enter_ring_fd;
+	}
+	ret = syscall(__NR_io_uring_register, fd, op, arg, nr);
+	return ret < 0 ? -errno : ret;
+}
+
+int dmabufrw_supported(const struct io_uring *ring)
+{
+	return !!(ring->features & DMABUFRW_FEAT_REGBUF_DMABUF);
+}
+
+/* IORING_REGISTER_BUFFERS_UPDATE of one slot with @data, an iovec or a descriptor. */
 static int update_slot(struct io_uring *ring, unsigned int index,
-		       const struct dmabufrw_regbuf_desc *desc)
+		       uint32_t flags, const void *data)
 {
 	struct dmabufrw_rsrc_update2 up = {
 		.offset = index,
-		.flags = DMABUFRW_RSRC_UPDATE_DESC,
-		.data = (uint64_t)(uintptr_t)desc,
+		.flags = flags,
+		.data = (uint64_t)(uintptr_t)data,
 		.nr = 1,
 	};
 	int ret;
 
-	ret = syscall(__NR_io_uring_register, ring->ring_fd,
-		      IORING_REGISTER_BUFFERS_UPDATE, &up, sizeof(up));
+	ret = ring_register(ring, IORING_REGISTER_BUFFERS_UPDATE, &up,
+			    sizeof(up));
 	if (ret < 0)
-		return -errno;
-	return ret == 1 ? 0 : -EIO;
+		return ret;
+	/* one slot asked for: the kernel updates it or says why not */
+	return ret == 1 ? 0 : -EINVAL;
 }
 
-int io_uring_register_dmabuf(struct io_uring *ring, unsigned int index,
+int dmabufrw_register_dmabuf(struct io_uring *ring, unsigned int index,
 			     int dmabuf_fd, int target_fd)
 {
 	struct dmabufrw_regbuf_desc desc = {
@@ -70,7 +109,7 @@ int io_uring_register_dmabuf(struct io_uring *ring, unsigned int index,
 		.target_fd = target_fd,
 	};
 
-	return update_slot(ring, index, &desc);
+	return update_slot(ring, index, DMABUFRW_RSRC_UPDATE_DESC, &desc);
 }
 
 int dmabufrw_register_buffers_desc(struct io_uring *ring,
@@ -82,17 +121,18 @@ int dmabufrw_register_buffers_desc(struct io_uring *ring,
 		.flags = DMABUFRW_RSRC_REGISTER_DESC,
 		.data = (uint64_t)(uintptr_t)descs,
 	};
+	int ret;
 
-	if (syscall(__NR_io_uring_register, ring->ring_fd,
-		    IORING_REGISTER_BUFFERS2, &rr, sizeof(rr)) < 0)
-		return -errno;
-	return 0;
+	ret = ring_register(ring, IORING_REGISTER_BUFFERS2, &rr, sizeof(rr));
+	return ret < 0 ? ret : 0;
 }
 
 int dmabufrw_rw_fixed(struct io_uring *ring, int write, int fd,
 		      unsigned int idx, uint64_t addr, unsigned int len,
 		      uint64_t off)
 {
+	/* tags this request's CQE apart from anyone else's */
+	static const uint64_t tag = 0x646d616272770000ULL;	/* "dmabrw" */
 	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
 	struct io_uring_cqe *cqe;
 	int ret;
@@ -105,22 +145,26 @@ int dmabufrw_rw_fixed(struct io_uring *ring, int write, int fd,
 	else
 		io_uring_prep_read_fixed(sqe, fd, (void *)(uintptr_t)addr, len,
 					 off, idx);
+	sqe->user_data = tag;
 	ret = io_uring_submit(ring);
 	if (ret < 0)
 		return ret;
 	ret = io_uring_wait_cqe(ring, &cqe);
 	if (ret < 0)
 		return ret;
+	if (cqe->user_data != tag)
+		return -EBUSY;
 	ret = cqe->res;
 	io_uring_cqe_seen(ring, cqe);
 	return ret;
 }
 
-int io_uring_unregister_buffer_slot(struct io_uring *ring, unsigned int index)
+int dmabufrw_unregister_slot(struct io_uring *ring, unsigned int index)
 {
-	struct dmabufrw_regbuf_desc desc = { .type = DMABUFRW_REGBUF_EMPTY };
+	/* a { NULL, 0 } iovec empties a slot on every kernel */
+	struct iovec iov = { NULL, 0 };
 
-	return update_slot(ring, index, &desc);
+	return update_slot(ring, index, 0, &iov);
 }
 
 int dmabufrw_alloc_udmabuf(size_t size, int *memfd_out)
@@ -190,14 +234,10 @@ int64_t dmabufrw_size(int dmabuf_fd)
 	return end;
 }
 
-static int cpu_sync(int fd, uint64_t flags, int read, int write)
+static int cpu_sync(int fd, uint64_t flags)
 {
 	struct dma_buf_sync sync = { .flags = flags };
 
-	if (read)
-		sync.flags |= DMA_BUF_SYNC_READ;
-	if (write)
-		sync.flags |= DMA_BUF_SYNC_WRITE;
 	while (ioctl(fd, DMA_BUF_IOCTL_SYNC, &sync) < 0) {
 		if (errno != EINTR && errno != EAGAIN)
 			return -errno;
@@ -205,14 +245,14 @@ static int cpu_sync(int fd, uint64_t flags, int read, int write)
 	return 0;
 }
 
-int dmabufrw_cpu_begin(int dmabuf_fd, int read, int write)
+int dmabufrw_cpu_begin(int dmabuf_fd, uint64_t flags)
 {
-	return cpu_sync(dmabuf_fd, DMA_BUF_SYNC_START, read, write);
+	return cpu_sync(dmabuf_fd, DMA_BUF_SYNC_START | flags);
 }
 
-int dmabufrw_cpu_end(int dmabuf_fd, int read, int write)
+int dmabufrw_cpu_end(int dmabuf_fd, uint64_t flags)
 {
-	return cpu_sync(dmabuf_fd, DMA_BUF_SYNC_END, read, write);
+	return cpu_sync(dmabuf_fd, DMA_BUF_SYNC_END | flags);
 }
 
 int dmabufrw_set_name(int dmabuf_fd, const char *name)

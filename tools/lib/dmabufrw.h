@@ -3,14 +3,93 @@
  * libdmabufrw: helpers for dma-buf backed io_uring I/O.
  *
  * Exporter helpers allocate dma-bufs from the in-kernel exporters that every
- * test machine has (udmabuf, the system dma-heap).  All functions return a
+ * test machine has (udmabuf, the system dma-heap).  The io_uring helpers
+ * register a dma-buf in a liburing ring's buffer table with the dmabuf-rw
+ * series' uAPI (Documentation/userspace-api/dma-buf-io.rst of the patched
+ * kernel), through the ring's registered descriptor when it has one, as
+ * liburing's own registration calls do.  All functions return a
  * non-negative value on success and -errno on failure, like liburing.
+ * Each function has a man page in tools/lib/man/.
  */
 #ifndef DMABUFRW_H
 #define DMABUFRW_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct io_uring;
+
+/*
+ * Does the ring's kernel register dma-bufs (IORING_FEAT_REGBUF_DMABUF)?
+ * Returns 1 or 0: a kernel without the series, or built without the dma-buf
+ * framework, says 0, whatever a registration attempt would fail with.
+ */
+int dmabufrw_supported(const struct io_uring *ring);
+
+/*
+ * Register the dma-buf @dmabuf_fd in slot @index of the ring's buffer table
+ * (IORING_REGISTER_BUFFERS_UPDATE with a descriptor) for I/O on @target_fd,
+ * a block device opened O_DIRECT.  The table must exist and @index be within
+ * it (for example from io_uring_register_buffers_sparse()); a buffer the
+ * slot held is replaced.  READ_FIXED and WRITE_FIXED with buf_index @index
+ * on @target_fd then move data between the device and the dma-buf, with
+ * sqe->addr the offset in the dma-buf.  Returns 0.
+ */
+int dmabufrw_register_dmabuf(struct io_uring *ring, unsigned int index,
+			     int dmabuf_fd, int target_fd);
+
+/*
+ * Empty slot @index of the ring's buffer table, whatever it holds.  Works
+ * on any kernel with sparse buffer tables.  Returns 0.
+ */
+int dmabufrw_unregister_slot(struct io_uring *ring, unsigned int index);
+
+/* Types of struct dmabufrw_regbuf_desc (IORING_REGBUF_*). */
+enum {
+	DMABUFRW_REGBUF_EMPTY,
+	DMABUFRW_REGBUF_USER,
+	DMABUFRW_REGBUF_DMABUF,
+};
+
+/*
+ * Descriptor of a registered buffer: struct io_uring_regbuf_desc of the
+ * series' uAPI, field for field, for headers that predate it.
+ */
+struct dmabufrw_regbuf_desc {
+	uint32_t type;
+	uint32_t flags;
+	uint64_t addr;
+	uint64_t len;
+	int32_t dmabuf_fd;
+	int32_t target_fd;
+	uint64_t __resv[2];
+};
+
+_Static_assert(sizeof(struct dmabufrw_regbuf_desc) == 48,
+	       "struct io_uring_regbuf_desc is 48 bytes");
+
+/*
+ * Register the ring's buffer table from @nr descriptors
+ * (IORING_REGISTER_BUFFERS2 with IORING_RSRC_REGISTER_DESC).  Returns 0.
+ */
+int dmabufrw_register_buffers_desc(struct io_uring *ring,
+				   const struct dmabufrw_regbuf_desc *descs,
+				   unsigned int nr);
+
+/*
+ * Submit one READ_FIXED (@write 0) or WRITE_FIXED of @len bytes between
+ * @addr of registered buffer @idx (an offset for a dma-buf) and offset @off
+ * of @fd, and wait for it.  The ring must have no other request in flight:
+ * -EBUSY if the completion that comes is not this request's (it is left in
+ * the ring).  Returns the CQE's result.
+ */
+int dmabufrw_rw_fixed(struct io_uring *ring, int write, int fd,
+		      unsigned int idx, uint64_t addr, unsigned int len,
+		      uint64_t off);
 
 /*
  * Allocate a dma-buf of @size bytes (a multiple of the page size) backed by a
@@ -22,7 +101,7 @@ int dmabufrw_alloc_udmabuf(size_t size, int *memfd);
 
 /*
  * Allocate a dma-buf of @size bytes from the dma-heap @heap ("system" when
- * NULL).  Returns the dma-buf fd.
+ * NULL), open for reading and writing.  Returns the dma-buf fd.
  */
 int dmabufrw_alloc_heap(const char *heap, size_t size);
 
@@ -30,67 +109,18 @@ int dmabufrw_alloc_heap(const char *heap, size_t size);
 int64_t dmabufrw_size(int dmabuf_fd);
 
 /*
- * Bracket CPU access to a mapped dma-buf (DMA_BUF_IOCTL_SYNC).  @write says
- * whether the CPU writes; @read whether it reads.
+ * Bracket CPU access to a mapped dma-buf (DMA_BUF_IOCTL_SYNC).  @flags is
+ * DMA_BUF_SYNC_READ, DMA_BUF_SYNC_WRITE or DMA_BUF_SYNC_RW
+ * (<linux/dma-buf.h>): what the CPU does between the two calls.
  */
-int dmabufrw_cpu_begin(int dmabuf_fd, int read, int write);
-int dmabufrw_cpu_end(int dmabuf_fd, int read, int write);
+int dmabufrw_cpu_begin(int dmabuf_fd, uint64_t flags);
+int dmabufrw_cpu_end(int dmabuf_fd, uint64_t flags);
 
 /* Name a dma-buf (DMA_BUF_SET_NAME); shows in debugfs and the BPF iterator. */
 int dmabufrw_set_name(int dmabuf_fd, const char *name);
 
-/*
- * io_uring registration of a dma-buf (needs the dmabuf-rw series).
- *
- * The ring's buffer table must have a free slot @index (for example from
- * io_uring_register_buffers_sparse()).  READ_FIXED and WRITE_FIXED with
- * buf_index @index on @target_fd (a block device opened O_DIRECT) then move
- * data between the device and the dma-buf, with sqe->addr the offset in the
- * dma-buf.  Returns 0 or -errno.
- */
-struct io_uring;
-int io_uring_register_dmabuf(struct io_uring *ring, unsigned int index,
-			     int dmabuf_fd, int target_fd);
-
-/*
- * Descriptor of a registered buffer, as struct io_uring_regbuf_desc of the
- * series' uAPI, for headers that predate it.
- */
-enum {
-	DMABUFRW_REGBUF_EMPTY,
-	DMABUFRW_REGBUF_USER,
-	DMABUFRW_REGBUF_DMABUF,
-};
-
-struct dmabufrw_regbuf_desc {
-	uint32_t type;
-	uint32_t flags;
-	uint64_t addr;
-	uint64_t len;
-	int32_t dmabuf_fd;
-	int32_t target_fd;
-	uint64_t resv[2];
-};
-
-/*
- * Register the ring's buffer table from @nr descriptors
- * (IORING_REGISTER_BUFFERS2 with IORING_RSRC_REGISTER_DESC).  Returns 0 or
- * -errno.
- */
-int dmabufrw_register_buffers_desc(struct io_uring *ring,
-				   const struct dmabufrw_regbuf_desc *descs,
-				   unsigned int nr);
-
-/*
- * Submit one READ_FIXED (@write false) or WRITE_FIXED of @len bytes between
- * @addr of registered buffer @idx (an offset for a dma-buf) and offset @off
- * of @fd, and wait for it.  Returns the CQE's result.
- */
-int dmabufrw_rw_fixed(struct io_uring *ring, int write, int fd,
-		      unsigned int idx, uint64_t addr, unsigned int len,
-		      uint64_t off);
-
-/* Empty slot @index of the ring's buffer table. */
-int io_uring_unregister_buffer_slot(struct io_uring *ring, unsigned int index);
+#ifdef __cplusplus
+}
+#endif
 
 #endif
