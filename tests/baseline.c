@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <linux/fs.h>
 #include <linux/udmabuf.h>
+#include <linux/dma-buf.h>
 #include <liburing.h>
 
 #include "kselftest_harness.h"
@@ -188,13 +189,13 @@ TEST(udmabuf_from_sealed_memfd_shares_pages_with_it)
 	ASSERT_NE(MAP_FAILED, dmap);
 
 	pattern_fill(mmap_fd, size, 1, 0);
-	ASSERT_EQ(0, dmabufrw_cpu_begin(dfd, 1, 0));
+	ASSERT_EQ(0, dmabufrw_cpu_begin(dfd, DMA_BUF_SYNC_READ));
 	EXPECT_EQ(-1, pattern_check(dmap, size, 1, 0));
-	ASSERT_EQ(0, dmabufrw_cpu_end(dfd, 1, 0));
+	ASSERT_EQ(0, dmabufrw_cpu_end(dfd, DMA_BUF_SYNC_READ));
 
-	ASSERT_EQ(0, dmabufrw_cpu_begin(dfd, 0, 1));
+	ASSERT_EQ(0, dmabufrw_cpu_begin(dfd, DMA_BUF_SYNC_WRITE));
 	pattern_fill(dmap, size, 2, 0);
-	ASSERT_EQ(0, dmabufrw_cpu_end(dfd, 0, 1));
+	ASSERT_EQ(0, dmabufrw_cpu_end(dfd, DMA_BUF_SYNC_WRITE));
 	EXPECT_EQ(-1, pattern_check(mmap_fd, size, 2, 0));
 
 	munmap(dmap, size);
@@ -215,8 +216,7 @@ TEST(udmabuf_rejects_unsealed_memfd)
 	devfd = open("/dev/udmabuf", O_RDWR);
 	ASSERT_LE(0, devfd);
 	create.memfd = memfd;
-	EXPECT_EQ(-1, ioctl(devfd, UDMABUF_CREATE, &create));
-	EXPECT_EQ(EINVAL, errno);
+	EXPECT_ERRNO(EINVAL, ioctl(devfd, UDMABUF_CREATE, &create));
 	close(devfd);
 	close(memfd);
 }
@@ -233,16 +233,16 @@ TEST(system_heap_buffer_is_mmappable)
 	ASSERT_EQ((int64_t)size, dmabufrw_size(fd));
 	map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	ASSERT_NE(MAP_FAILED, map);
-	ASSERT_EQ(0, dmabufrw_cpu_begin(fd, 0, 1));
+	ASSERT_EQ(0, dmabufrw_cpu_begin(fd, DMA_BUF_SYNC_WRITE));
 	pattern_fill(map, size, 3, 0);
-	ASSERT_EQ(0, dmabufrw_cpu_end(fd, 0, 1));
+	ASSERT_EQ(0, dmabufrw_cpu_end(fd, DMA_BUF_SYNC_WRITE));
 	munmap(map, size);
 
 	map = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
 	ASSERT_NE(MAP_FAILED, map);
-	ASSERT_EQ(0, dmabufrw_cpu_begin(fd, 1, 0));
+	ASSERT_EQ(0, dmabufrw_cpu_begin(fd, DMA_BUF_SYNC_READ));
 	EXPECT_EQ(-1, pattern_check(map, size, 3, 0));
-	ASSERT_EQ(0, dmabufrw_cpu_end(fd, 1, 0));
+	ASSERT_EQ(0, dmabufrw_cpu_end(fd, DMA_BUF_SYNC_READ));
 	munmap(map, size);
 	close(fd);
 }
@@ -269,15 +269,17 @@ TEST(nvme_sits_behind_the_iommu_mode_booted)
 	else
 		want = NULL;
 
-	snprintf(path, sizeof(path), "/sys/block/nvme0n1/device/device/iommu_group");
-	ASSERT_EQ(0, stat("/sys/block/nvme0n1/device/device", &st));
+	snprintf(path, sizeof(path), "%s",
+		 nvme_path("/sys/block/%s/device/device/iommu_group"));
+	ASSERT_EQ(0, stat(nvme_path("/sys/block/%s/device/device"), &st));
 	has_group = stat(path, &st) == 0;
 	if (!want) {
 		EXPECT_FALSE(has_group) TH_LOG("NVMe has an IOMMU group without an IOMMU");
 		return;
 	}
 	ASSERT_TRUE(has_group) TH_LOG("NVMe has no IOMMU group under mode %s", mode);
-	snprintf(path, sizeof(path), "/sys/block/nvme0n1/device/device/iommu_group/type");
+	snprintf(path, sizeof(path), "%s",
+		 nvme_path("/sys/block/%s/device/device/iommu_group/type"));
 	ASSERT_LT(0, read_text(path, type, sizeof(type)));
 	EXPECT_STREQ(want, type);
 }

@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <unistd.h>
 #include <linux/fs.h>
+#include <linux/dma-buf.h>
 #include <liburing.h>
 
 #include "kselftest_harness.h"
@@ -51,14 +52,14 @@ static void pair_setup(struct __test_metadata *_metadata, struct buf_pair *p,
 	ASSERT_NE(MAP_FAILED, p->umap);
 	p->hmap = mmap(NULL, size, PROT_READ, MAP_SHARED, p->heap, 0);
 	ASSERT_NE(MAP_FAILED, p->hmap);
-	ASSERT_EQ(0, io_uring_register_dmabuf(ring, 0, p->ubuf, fd));
-	ASSERT_EQ(0, io_uring_register_dmabuf(ring, 1, p->heap, fd));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(ring, 0, p->ubuf, fd));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(ring, 1, p->heap, fd));
 }
 
 static void pair_teardown(struct buf_pair *p, struct io_uring *ring)
 {
-	io_uring_unregister_buffer_slot(ring, 0);
-	io_uring_unregister_buffer_slot(ring, 1);
+	dmabufrw_unregister_slot(ring, 0);
+	dmabufrw_unregister_slot(ring, 1);
 	munmap(p->hmap, p->size);
 	munmap(p->umap, p->size);
 	close(p->heap);
@@ -73,6 +74,7 @@ FIXTURE(dmabuf_rw) {
 
 FIXTURE_SETUP(dmabuf_rw)
 {
+	REQUIRE_DMABUF_IO();
 	self->fd = open(NVME_DEV, O_RDWR | O_DIRECT);
 	ASSERT_LE(0, self->fd);
 	ASSERT_EQ(0, io_uring_queue_init(64, &self->ring, 0));
@@ -106,9 +108,9 @@ TEST_F(dmabuf_rw, udmabuf_to_disk_to_heap_round_trip)
 	ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, false, self->fd, 1,
 					      dst_off, len, disk_off));
 
-	ASSERT_EQ(0, dmabufrw_cpu_begin(p.heap, 1, 0));
+	ASSERT_EQ(0, dmabufrw_cpu_begin(p.heap, DMA_BUF_SYNC_READ));
 	EXPECT_EQ(-1, pattern_check(p.hmap + dst_off, len, seed, disk_off));
-	ASSERT_EQ(0, dmabufrw_cpu_end(p.heap, 1, 0));
+	ASSERT_EQ(0, dmabufrw_cpu_end(p.heap, DMA_BUF_SYNC_READ));
 
 	ASSERT_EQ(0, posix_memalign(&pbuf, 4096, len));
 	ASSERT_EQ((ssize_t)len, pread(self->fd, pbuf, len, disk_off));
@@ -117,7 +119,7 @@ TEST_F(dmabuf_rw, udmabuf_to_disk_to_heap_round_trip)
 	pair_teardown(&p, &self->ring);
 }
 
-/* Registration refuses what it cannot serve, each with its own errno. */
+/* Registration refuses what it cannot serve, each with its documented errno. */
 TEST_F(dmabuf_rw, registration_errors)
 {
 	int ubuf, memfd, plain;
@@ -126,21 +128,21 @@ TEST_F(dmabuf_rw, registration_errors)
 	ASSERT_LE(0, ubuf);
 
 	/* not a dma-buf */
-	EXPECT_EQ(-EINVAL, io_uring_register_dmabuf(&self->ring, 0, memfd, self->fd));
+	EXPECT_EQ(-EINVAL, dmabufrw_register_dmabuf(&self->ring, 0, memfd, self->fd));
 	/* not a file descriptor */
-	EXPECT_EQ(-EBADF, io_uring_register_dmabuf(&self->ring, 0, 1000, self->fd));
-	EXPECT_EQ(-EBADF, io_uring_register_dmabuf(&self->ring, 0, ubuf, 1000));
+	EXPECT_EQ(-EBADF, dmabufrw_register_dmabuf(&self->ring, 0, 1000, self->fd));
+	EXPECT_EQ(-EBADF, dmabufrw_register_dmabuf(&self->ring, 0, ubuf, 1000));
 	/* target without O_DIRECT */
 	plain = open(NVME_DEV, O_RDWR);
 	ASSERT_LE(0, plain);
-	EXPECT_EQ(-EINVAL, io_uring_register_dmabuf(&self->ring, 0, ubuf, plain));
+	EXPECT_EQ(-EINVAL, dmabufrw_register_dmabuf(&self->ring, 0, ubuf, plain));
 	close(plain);
 	/* a target not opened O_DIRECT is refused before its type is looked at */
-	EXPECT_EQ(-EINVAL, io_uring_register_dmabuf(&self->ring, 0, ubuf, memfd));
+	EXPECT_EQ(-EINVAL, dmabufrw_register_dmabuf(&self->ring, 0, ubuf, memfd));
 	/* an O_DIRECT file whose type cannot do dma-buf I/O (tmpfs) */
 	plain = open("/tmp/regular", O_RDWR | O_CREAT | O_DIRECT, 0600);
 	ASSERT_LE(0, plain) TH_LOG("tmpfs O_DIRECT: %s", strerror(errno));
-	EXPECT_EQ(-EOPNOTSUPP, io_uring_register_dmabuf(&self->ring, 0, ubuf, plain));
+	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_register_dmabuf(&self->ring, 0, ubuf, plain));
 	close(plain);
 	unlink("/tmp/regular");
 
@@ -162,7 +164,7 @@ TEST_F(dmabuf_rw, io_errors)
 
 	ubuf = dmabufrw_alloc_udmabuf(MiB, &memfd);
 	ASSERT_LE(0, ubuf);
-	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 0, ubuf, self->fd));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 0, ubuf, self->fd));
 
 	other = open(NVME_DEV, O_RDWR | O_DIRECT);
 	ASSERT_LE(0, other);
@@ -179,7 +181,7 @@ TEST_F(dmabuf_rw, io_errors)
 
 	ro = open(NVME_DEV, O_RDONLY | O_DIRECT);
 	ASSERT_LE(0, ro);
-	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 2, ubuf, ro));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 2, ubuf, ro));
 	EXPECT_EQ(4096, dmabufrw_rw_fixed(&self->ring, false, ro, 2, 0, 4096, 0));
 	/* the target was opened read-only: no writes, as write(2) says */
 	EXPECT_EQ(-EBADF, dmabufrw_rw_fixed(&self->ring, true, ro, 2, 0, 4096, 0));
@@ -194,7 +196,7 @@ TEST_F(dmabuf_rw, io_errors)
 								  &iov, NULL, 1));
 		EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&self->ring, false, self->fd,
 						     3, 0, 4096, 0));
-		ASSERT_EQ(0, io_uring_unregister_buffer_slot(&self->ring, 3));
+		ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 3));
 		free(iov.iov_base);
 	}
 
@@ -207,6 +209,7 @@ struct io_desc {
 	uint64_t buf_off;
 	uint64_t disk_off;
 	unsigned int len;
+	bool read;
 };
 
 static int batch_io(struct io_uring *ring, bool write, int fd, unsigned int idx,
@@ -287,7 +290,7 @@ TEST_F(dmabuf_rw, random_offsets_and_queue_depths)
 					      d + h, m, qds[q]));
 			ASSERT_EQ(0, batch_io(&self->ring, false, self->fd, 1,
 					      d + h, m, qds[q]));
-			ASSERT_EQ(0, dmabufrw_cpu_begin(p.heap, 1, 0));
+			ASSERT_EQ(0, dmabufrw_cpu_begin(p.heap, DMA_BUF_SYNC_READ));
 			for (unsigned int i = h; i < h + m; i++) {
 				ASSERT_EQ(-1, pattern_check(p.hmap + d[i].buf_off,
 							    d[i].len, seed,
@@ -296,7 +299,7 @@ TEST_F(dmabuf_rw, random_offsets_and_queue_depths)
 					       qds[q], i, d[i].len,
 					       (unsigned long long)d[i].buf_off);
 			}
-			ASSERT_EQ(0, dmabufrw_cpu_end(p.heap, 1, 0));
+			ASSERT_EQ(0, dmabufrw_cpu_end(p.heap, DMA_BUF_SYNC_READ));
 		}
 	}
 	pair_teardown(&p, &self->ring);
@@ -323,12 +326,12 @@ TEST_F(dmabuf_rw, large_transfers_are_split)
 	umap = mmap(NULL, size, PROT_READ, MAP_SHARED, memfd, 0);
 	ASSERT_NE(MAP_FAILED, umap);
 
-	ASSERT_EQ(0, dmabufrw_cpu_begin(heap, 0, 1));
+	ASSERT_EQ(0, dmabufrw_cpu_begin(heap, DMA_BUF_SYNC_WRITE));
 	pattern_fill(hmap + 4096, len, seed, disk_off);
-	ASSERT_EQ(0, dmabufrw_cpu_end(heap, 0, 1));
+	ASSERT_EQ(0, dmabufrw_cpu_end(heap, DMA_BUF_SYNC_WRITE));
 
-	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 0, heap, self->fd));
-	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 1, ubuf, self->fd));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 0, heap, self->fd));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 1, ubuf, self->fd));
 	ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, true, self->fd, 0, 4096, len,
 					      disk_off));
 	ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, false, self->fd, 1, 3 * MiB,
@@ -359,7 +362,7 @@ TEST_F(dmabuf_rw, mixed_with_ordinary_fixed_buffers)
 	ubuf_map = mmap(NULL, n * bs, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
 	ASSERT_NE(MAP_FAILED, ubuf_map);
 	ASSERT_EQ(0, posix_memalign(&plain, 4096, n * bs));
-	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 0, ubuf, self->fd));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 0, ubuf, self->fd));
 	/* slot 1: user memory, through the same descriptor interface */
 	iov = (struct iovec){ plain, n * bs };
 	ASSERT_EQ(1, io_uring_register_buffers_update_tag(&self->ring, 1, &iov,
@@ -412,7 +415,7 @@ TEST_F(dmabuf_rw, fds_closed_after_registration)
 	ASSERT_LE(0, ubuf);
 	target = open(NVME_DEV, O_RDWR | O_DIRECT);
 	ASSERT_LE(0, target);
-	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 0, ubuf, target));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 0, ubuf, target));
 	ASSERT_EQ(0, io_uring_register_files(&self->ring, &target, 1));
 	close(ubuf);
 	close(target);
@@ -432,7 +435,7 @@ TEST_F(dmabuf_rw, fds_closed_after_registration)
 		EXPECT_EQ((int)MiB, cqe->res);
 		io_uring_cqe_seen(&self->ring, cqe);
 	}
-	ASSERT_EQ(0, io_uring_unregister_buffer_slot(&self->ring, 0));
+	ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 0));
 	munmap(map, MiB);
 	close(memfd);
 }
@@ -451,7 +454,7 @@ TEST_F(dmabuf_rw, unregister_with_io_in_flight)
 
 	ubuf = dmabufrw_alloc_udmabuf(4 * MiB, &memfd);
 	ASSERT_LE(0, ubuf);
-	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 0, ubuf, self->fd));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 0, ubuf, self->fd));
 	for (i = 0; i < (int)n; i++) {
 		struct io_uring_sqe *sqe = io_uring_get_sqe(&self->ring);
 
@@ -460,7 +463,7 @@ TEST_F(dmabuf_rw, unregister_with_io_in_flight)
 					 65536, (uint64_t)i * 65536, 0);
 	}
 	ASSERT_EQ((int)n, io_uring_submit(&self->ring));
-	ASSERT_EQ(0, io_uring_unregister_buffer_slot(&self->ring, 0));
+	ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 0));
 	for (i = 0; i < (int)n; i++) {
 		ASSERT_EQ(0, io_uring_wait_cqe(&self->ring, &cqe));
 		EXPECT_EQ(65536, cqe->res);
@@ -473,11 +476,18 @@ TEST_F(dmabuf_rw, unregister_with_io_in_flight)
 	close(memfd);
 }
 
-/* Tearing the ring down with dma-buf I/O in flight leaks nothing. */
+/*
+ * Tearing the ring down with dma-buf I/O in flight leaks nothing: the
+ * registration lets go of the buffer (its attachment and the reference of
+ * its file) once the I/O is done.
+ */
 TEST(ring_exit_with_io_in_flight)
 {
+	REQUIRE_DMABUF_IO();
 	struct io_uring ring;
-	int fd, memfd, ubuf, i;
+	int fd, memfd, ubuf, i, attached;
+	unsigned long ino;
+	long refs;
 
 	fd = open(NVME_DEV, O_RDWR | O_DIRECT);
 	ASSERT_LE(0, fd);
@@ -485,8 +495,11 @@ TEST(ring_exit_with_io_in_flight)
 	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
 	ubuf = dmabufrw_alloc_udmabuf(8 * MiB, &memfd);
 	ASSERT_LE(0, ubuf);
-	ASSERT_EQ(0, io_uring_register_dmabuf(&ring, 0, ubuf, fd));
-	close(ubuf);
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 0, ubuf, fd));
+	ino = file_ino(ubuf);
+	ASSERT_EQ(0, bufinfo(ino, &refs, &attached));
+	EXPECT_EQ(1, attached);
+	EXPECT_EQ(2, refs);	/* the fd and the registration */
 	for (i = 0; i < 128; i++) {
 		struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
 
@@ -495,22 +508,29 @@ TEST(ring_exit_with_io_in_flight)
 	}
 	ASSERT_EQ(128, io_uring_submit(&ring));
 	io_uring_queue_exit(&ring);
+	EXPECT_EQ(0, wait_attached(ino, 0));
+	ASSERT_EQ(0, bufinfo(ino, &refs, &attached));
+	EXPECT_EQ(1, refs);	/* the fd alone */
+	close(ubuf);
 	close(fd);
 	close(memfd);
 }
 
 /*
  * A child forked with a registered ring and its files exits; the parent's
- * I/O goes on, and nothing the child dropped leaks.
+ * I/O goes on, the registration the parent's ring holds is untouched by the
+ * child's exit, and emptying the slot lets go of the buffer.
  */
 TEST_F(dmabuf_rw, fork_with_registered_ring)
 {
-	int memfd, ubuf, status;
+	int memfd, ubuf, status, attached;
+	unsigned long ino;
+	long refs;
 	pid_t pid;
 
 	ubuf = dmabufrw_alloc_udmabuf(MiB, &memfd);
 	ASSERT_LE(0, ubuf);
-	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 0, ubuf, self->fd));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 0, ubuf, self->fd));
 	EXPECT_EQ(4096, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, 0, 4096, 0));
 	pid = fork();
 	ASSERT_LE(0, pid);
@@ -523,6 +543,14 @@ TEST_F(dmabuf_rw, fork_with_registered_ring)
 	EXPECT_TRUE(WIFEXITED(status));
 	EXPECT_EQ(0, WEXITSTATUS(status));
 	EXPECT_EQ(4096, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, 4096, 4096, 0));
+	ino = file_ino(ubuf);
+	ASSERT_EQ(0, bufinfo(ino, &refs, &attached));
+	EXPECT_EQ(1, attached);
+	EXPECT_EQ(2, refs);	/* the parent's fd and the registration */
+	ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 0));
+	EXPECT_EQ(0, wait_attached(ino, 0));
+	ASSERT_EQ(0, bufinfo(ino, &refs, &attached));
+	EXPECT_EQ(1, refs);
 	close(ubuf);
 	close(memfd);
 }
@@ -577,14 +605,14 @@ TEST_F(dmabuf_rw, dmabuf_open_mode_limits_the_device_access)
 	ASSERT_EQ((ssize_t)MiB, pwrite(self->fd, pbuf, MiB, disk_off));
 
 	/* read-only buffer: the device may read it, not write it */
-	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 0, rdonly, self->fd));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 0, rdonly, self->fd));
 	EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0,
 					     0, MiB, disk_off));
 	map = mmap(NULL, MiB, PROT_READ, MAP_SHARED, rdonly, 0);
 	ASSERT_NE(MAP_FAILED, map);
-	ASSERT_EQ(0, dmabufrw_cpu_begin(rdonly, 1, 0));
+	ASSERT_EQ(0, dmabufrw_cpu_begin(rdonly, DMA_BUF_SYNC_READ));
 	EXPECT_EQ(-1, first_nonzero(map, MiB));
-	ASSERT_EQ(0, dmabufrw_cpu_end(rdonly, 1, 0));
+	ASSERT_EQ(0, dmabufrw_cpu_end(rdonly, DMA_BUF_SYNC_READ));
 	munmap(map, MiB);
 	/* the device reads it: its zeroes land on the disk */
 	EXPECT_EQ((int)MiB, dmabufrw_rw_fixed(&self->ring, true, self->fd, 0,
@@ -593,7 +621,7 @@ TEST_F(dmabuf_rw, dmabuf_open_mode_limits_the_device_access)
 	EXPECT_EQ(-1, first_nonzero(pbuf, MiB));
 
 	/* write-only buffer: the device may write it, not read it */
-	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 1, wronly, self->fd));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 1, wronly, self->fd));
 	EXPECT_EQ((int)MiB, dmabufrw_rw_fixed(&self->ring, false, self->fd, 1,
 					      0, MiB, disk_off));
 	EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&self->ring, true, self->fd, 1,
@@ -602,14 +630,14 @@ TEST_F(dmabuf_rw, dmabuf_open_mode_limits_the_device_access)
 	/* a read-only buffer for a read-only target: nothing to allow */
 	ro_target = open(NVME_DEV, O_RDONLY | O_DIRECT);
 	ASSERT_LE(0, ro_target);
-	EXPECT_EQ(-EACCES, io_uring_register_dmabuf(&self->ring, 2, rdonly,
+	EXPECT_EQ(-EACCES, dmabufrw_register_dmabuf(&self->ring, 2, rdonly,
 						    ro_target));
 	EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&self->ring, false, ro_target, 2,
 					     0, 4096, 0));
 	close(ro_target);
 
-	ASSERT_EQ(0, io_uring_unregister_buffer_slot(&self->ring, 0));
-	ASSERT_EQ(0, io_uring_unregister_buffer_slot(&self->ring, 1));
+	ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 0));
+	ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 1));
 	free(pbuf);
 	close(rdonly);
 	close(wronly);
@@ -625,6 +653,7 @@ TEST_F(dmabuf_rw, dmabuf_open_mode_limits_the_device_access)
 #define MAX_RW_COUNT	(INT_MAX & ~4095U)
 TEST(transfer_over_max_rw_count_fails_with_efault)
 {
+	REQUIRE_DMABUF_IO();
 	struct io_uring ring;
 	uint64_t disk_size;
 	int ctl, dbuf, fd;
@@ -640,7 +669,7 @@ TEST(transfer_over_max_rw_count_fails_with_efault)
 	ASSERT_EQ(0, ioctl(fd, BLKGETSIZE64, &disk_size));
 	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
 	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
-	ASSERT_EQ(0, io_uring_register_dmabuf(&ring, 0, dbuf, fd));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 0, dbuf, fd));
 
 	EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&ring, true, fd, 0, 0,
 					     MAX_RW_COUNT + 4096, 0));
@@ -656,9 +685,200 @@ TEST(transfer_over_max_rw_count_fails_with_efault)
 	close(ctl);
 }
 
+/*
+ * The ways users set up and drive a ring: each must move dma-buf data the
+ * same.  @setup goes to io_uring_queue_init_params(), @sqe_flags on every
+ * request; @link chains each write to the read of the same range;
+ * @close_ring_fd registers the ring fd and closes the ring's own.
+ */
+FIXTURE(ring_mode) {
+	struct io_uring ring;
+	struct buf_pair p;
+	int fd;
+};
+
+FIXTURE_VARIANT(ring_mode) {
+	unsigned int setup;
+	unsigned int sqe_flags;
+	bool link;
+	bool close_ring_fd;
+};
+
+FIXTURE_VARIANT_ADD(ring_mode, plain) {
+};
+
+FIXTURE_VARIANT_ADD(ring_mode, sqpoll) {
+	.setup = IORING_SETUP_SQPOLL,
+};
+
+FIXTURE_VARIANT_ADD(ring_mode, coop_taskrun) {
+	.setup = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER,
+};
+
+FIXTURE_VARIANT_ADD(ring_mode, defer_taskrun) {
+	.setup = IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SINGLE_ISSUER,
+};
+
+FIXTURE_VARIANT_ADD(ring_mode, registered_ring_fd_closed) {
+	.close_ring_fd = true,
+};
+
+FIXTURE_VARIANT_ADD(ring_mode, iosqe_async) {
+	.sqe_flags = IOSQE_ASYNC,
+};
+
+FIXTURE_VARIANT_ADD(ring_mode, linked) {
+	.link = true,
+};
+
+FIXTURE_SETUP(ring_mode)
+{
+	struct io_uring_params params = { .flags = variant->setup };
+	struct dmabufrw_regbuf_desc empty[2] = {};
+
+	REQUIRE_DMABUF_IO();
+	self->fd = open(NVME_DEV, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, self->fd);
+	params.sq_thread_idle = 1000;
+	ASSERT_EQ(0, io_uring_queue_init_params(64, &self->ring, &params));
+	if (variant->close_ring_fd) {
+		ASSERT_EQ(1, io_uring_register_ring_fd(&self->ring));
+		ASSERT_EQ(0, close(self->ring.ring_fd));
+		self->ring.ring_fd = -1;
+	}
+	/* through the registered ring fd when the ring's own is closed */
+	ASSERT_EQ(0, dmabufrw_register_buffers_desc(&self->ring, empty, 2));
+}
+
+FIXTURE_TEARDOWN(ring_mode)
+{
+	io_uring_queue_exit(&self->ring);
+	close(self->fd);
+}
+
+/* Queue @n fixed I/Os of @d at queue depth @qd and reap them all. */
+static void ring_mode_batch(struct __test_metadata *_metadata,
+			    struct io_uring *ring, int fd, const struct io_desc *d,
+			    unsigned int n, unsigned int qd,
+			    const FIXTURE_VARIANT(ring_mode) *variant)
+{
+	unsigned int sub = 0, done = 0, inflight = 0, per = variant->link ? 2 : 1;
+	struct io_uring_cqe *cqe;
+
+	while (done < n * per) {
+		while (sub < n && inflight + per <= qd) {
+			struct io_uring_sqe *w = NULL, *r;
+
+			if (variant->link || !d[sub].read) {
+				w = io_uring_get_sqe(ring);
+				io_uring_prep_write_fixed(w, fd,
+					(void *)(uintptr_t)d[sub].buf_off,
+					d[sub].len, d[sub].disk_off, 0);
+				w->flags |= variant->sqe_flags;
+				w->user_data = sub << 1;
+			}
+			if (variant->link || d[sub].read) {
+				r = io_uring_get_sqe(ring);
+				io_uring_prep_read_fixed(r, fd,
+					(void *)(uintptr_t)d[sub].buf_off,
+					d[sub].len, d[sub].disk_off, 1);
+				r->flags |= variant->sqe_flags;
+				r->user_data = sub << 1 | 1;
+				if (w)
+					w->flags |= IOSQE_IO_LINK;
+			}
+			sub++;
+			inflight += per;
+		}
+		ASSERT_LE(0, io_uring_submit_and_wait(ring, 1));
+		while (io_uring_peek_cqe(ring, &cqe) == 0) {
+			unsigned int i = cqe->user_data >> 1;
+
+			EXPECT_EQ((int)d[i].len, cqe->res)
+				TH_LOG("%s of cell %u", cqe->user_data & 1 ?
+				       "read" : "write", i);
+			io_uring_cqe_seen(ring, cqe);
+			inflight--;
+			done++;
+		}
+	}
+}
+
+/*
+ * 64 random transfers (4 KiB to 256 KiB) at queue depth 16: written from a
+ * udmabuf, read back into a system-heap buffer (each write linked to its
+ * read, or all writes then all reads), checked through the heap buffer's
+ * CPU view and a pread of the disk.
+ */
+TEST_F(ring_mode, round_trip_at_random_offsets)
+{
+	const unsigned int n = 64, qd = 16, cell = 256 * 1024;
+	const size_t size = n * cell;
+	struct io_desc d[64];
+	unsigned int seed = 77;
+	void *pbuf;
+
+	self->p.size = size;
+	self->p.ubuf = dmabufrw_alloc_udmabuf(size, &self->p.memfd);
+	ASSERT_LE(0, self->p.ubuf);
+	self->p.heap = dmabufrw_alloc_heap("system", size);
+	ASSERT_LE(0, self->p.heap);
+	self->p.umap = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED,
+			    self->p.memfd, 0);
+	ASSERT_NE(MAP_FAILED, self->p.umap);
+	self->p.hmap = mmap(NULL, size, PROT_READ, MAP_SHARED, self->p.heap, 0);
+	ASSERT_NE(MAP_FAILED, self->p.hmap);
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 0, self->p.ubuf,
+					      self->fd));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 1, self->p.heap,
+					      self->fd));
+
+	/* disjoint cells on disk and in the buffers, random lengths */
+	for (unsigned int i = 0; i < n; i++) {
+		d[i].buf_off = i * cell;
+		d[i].disk_off = 700 * MiB + i * cell;
+		d[i].len = (1 + rand_r(&seed) % 64) * 4096;
+		d[i].read = false;
+		pattern_fill(self->p.umap + d[i].buf_off, d[i].len, 0x77 + i,
+			     d[i].disk_off);
+	}
+	ring_mode_batch(_metadata, &self->ring, self->fd, d, n, qd, variant);
+	if (!variant->link) {
+		for (unsigned int i = 0; i < n; i++)
+			d[i].read = true;
+		ring_mode_batch(_metadata, &self->ring, self->fd, d, n, qd,
+				variant);
+	}
+
+	ASSERT_EQ(0, posix_memalign(&pbuf, 4096, cell));
+	ASSERT_EQ(0, dmabufrw_cpu_begin(self->p.heap, DMA_BUF_SYNC_READ));
+	for (unsigned int i = 0; i < n; i++) {
+		EXPECT_EQ(-1, pattern_check(self->p.hmap + d[i].buf_off,
+					    d[i].len, 0x77 + i, d[i].disk_off))
+			TH_LOG("cell %u in the heap buffer", i);
+	}
+	ASSERT_EQ(0, dmabufrw_cpu_end(self->p.heap, DMA_BUF_SYNC_READ));
+	for (unsigned int i = 0; i < n; i++) {
+		ASSERT_EQ((ssize_t)d[i].len, pread(self->fd, pbuf, d[i].len,
+						   d[i].disk_off));
+		EXPECT_EQ(-1, pattern_check(pbuf, d[i].len, 0x77 + i,
+					    d[i].disk_off))
+			TH_LOG("cell %u on disk", i);
+	}
+	free(pbuf);
+	ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 0));
+	ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 1));
+	munmap(self->p.hmap, size);
+	munmap(self->p.umap, size);
+	close(self->p.heap);
+	close(self->p.ubuf);
+	close(self->p.memfd);
+}
+
 /* Vectored fixed I/O and IOPOLL rings are refused for now. */
 TEST(vectored_and_iopoll_refused)
 {
+	REQUIRE_DMABUF_IO();
 	struct io_uring ring, poll_ring;
 	struct io_uring_cqe *cqe;
 	struct io_uring_sqe *sqe;
@@ -672,7 +892,7 @@ TEST(vectored_and_iopoll_refused)
 
 	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
 	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
-	ASSERT_EQ(0, io_uring_register_dmabuf(&ring, 0, ubuf, fd));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 0, ubuf, fd));
 	sqe = io_uring_get_sqe(&ring);
 	io_uring_prep_rw(OP_READV_FIXED, sqe, fd, &iov, 1, 0);
 	sqe->buf_index = 0;
@@ -684,7 +904,7 @@ TEST(vectored_and_iopoll_refused)
 
 	ASSERT_EQ(0, io_uring_queue_init(8, &poll_ring, IORING_SETUP_IOPOLL));
 	ASSERT_EQ(0, io_uring_register_buffers_sparse(&poll_ring, 1));
-	EXPECT_EQ(-EOPNOTSUPP, io_uring_register_dmabuf(&poll_ring, 0, ubuf, fd));
+	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_register_dmabuf(&poll_ring, 0, ubuf, fd));
 	io_uring_queue_exit(&poll_ring);
 
 	close(ubuf);
@@ -750,8 +970,8 @@ TEST_F(dmabuf_rw, controller_reset_with_io_running)
 
 	ubuf = dmabufrw_alloc_udmabuf(4 * MiB, &memfd);
 	ASSERT_LE(0, ubuf);
-	ASSERT_EQ(0, io_uring_register_dmabuf(&self->ring, 0, ubuf, self->fd));
-	rfd = open("/sys/class/nvme/nvme0/reset_controller", O_WRONLY);
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 0, ubuf, self->fd));
+	rfd = open(nvme_path("/sys/block/%s/device/reset_controller"), O_WRONLY);
 	ASSERT_LE(0, rfd);
 
 	ASSERT_EQ(0, pthread_create(&thr, NULL, reset_io_thread, &r));
@@ -788,6 +1008,7 @@ TEST_F(dmabuf_rw, controller_reset_with_io_running)
  */
 TEST(table_registered_from_descriptors)
 {
+	REQUIRE_DMABUF_IO();
 	struct dmabufrw_regbuf_desc d[3] = {};
 	struct io_uring ring;
 	int fd, memfd, ubuf;
@@ -809,9 +1030,9 @@ TEST(table_registered_from_descriptors)
 	d[2].type = DMABUFRW_REGBUF_EMPTY;
 
 	/* reserved field, unknown flag, unknown type, unused field set */
-	d[1].resv[1] = 1;
+	d[1].__resv[1] = 1;
 	EXPECT_EQ(-EINVAL, dmabufrw_register_buffers_desc(&ring, d, 3));
-	d[1].resv[1] = 0;
+	d[1].__resv[1] = 0;
 	d[1].flags = 1;
 	EXPECT_EQ(-EINVAL, dmabufrw_register_buffers_desc(&ring, d, 3));
 	d[1].flags = 0;
@@ -823,7 +1044,7 @@ TEST(table_registered_from_descriptors)
 	d[1].addr = 0;
 
 	ASSERT_EQ(0, dmabufrw_register_buffers_desc(&ring, d, 3));
-	memset(plain, 0x5a, 4096);
+	pattern_fill(plain, 4096, 0x5a, 600 * MiB);
 	{
 		struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
 		struct io_uring_cqe *cqe;
@@ -838,7 +1059,7 @@ TEST(table_registered_from_descriptors)
 	EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&ring, false, fd, 2, 0, 4096, 600 * MiB));
 	map = mmap(NULL, 4096, PROT_READ, MAP_SHARED, memfd, 0);
 	ASSERT_NE(MAP_FAILED, map);
-	EXPECT_EQ(0x5a, ((unsigned char *)map)[4095]);
+	EXPECT_EQ(-1, pattern_check(map, 4096, 0x5a, 600 * MiB));
 	munmap(map, 4096);
 	io_uring_queue_exit(&ring);
 	free(plain);
@@ -860,11 +1081,12 @@ static void write_sysfs(struct __test_metadata *_metadata, const char *path)
  * Removing the controller with a dma-buf registered: the registration is
  * torn down with the device (no leak, no stale mapping), I/O through it
  * stops, a new registration fails with ENODEV, and once the bus is rescanned
- * the new controller takes registrations again (as /dev/nvme0n1, for the
+ * the new controller takes registrations again (as NVME_DEV, for the
  * tests that follow).
  */
 TEST(controller_removal_and_rescan)
 {
+	REQUIRE_DMABUF_IO();
 	char link[PATH_MAX], remove[PATH_MAX];
 	struct io_uring ring;
 	int fd, memfd, ubuf, ret, i;
@@ -872,7 +1094,8 @@ TEST(controller_removal_and_rescan)
 
 	fd = open(NVME_DEV, O_RDWR | O_DIRECT);
 	ASSERT_LE(0, fd);
-	n = readlink("/sys/block/nvme0n1/device/device", link, sizeof(link) - 1);
+	n = readlink(nvme_path("/sys/block/%s/device/device"), link,
+		     sizeof(link) - 1);
 	ASSERT_LT(0, n);
 	link[n] = 0;
 	snprintf(remove, sizeof(remove), "/sys/bus/pci/devices/%s/remove",
@@ -881,15 +1104,15 @@ TEST(controller_removal_and_rescan)
 	ASSERT_LE(0, ubuf);
 	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
 	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 2));
-	ASSERT_EQ(0, io_uring_register_dmabuf(&ring, 0, ubuf, fd));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 0, ubuf, fd));
 	ASSERT_EQ(4096, dmabufrw_rw_fixed(&ring, false, fd, 0, 0, 4096, 0));
 
 	write_sysfs(_metadata, remove);
 	/* The disk is gone: end of device (0) or an error, never data. */
 	ret = dmabufrw_rw_fixed(&ring, false, fd, 0, 0, 4096, 0);
 	EXPECT_GE(0, ret);
-	EXPECT_EQ(-ENODEV, io_uring_register_dmabuf(&ring, 1, ubuf, fd));
-	EXPECT_EQ(0, io_uring_unregister_buffer_slot(&ring, 0));
+	EXPECT_EQ(-ENODEV, dmabufrw_register_dmabuf(&ring, 1, ubuf, fd));
+	EXPECT_EQ(0, dmabufrw_unregister_slot(&ring, 0));
 	io_uring_queue_exit(&ring);
 	close(fd);
 
@@ -902,7 +1125,7 @@ TEST(controller_removal_and_rescan)
 	ASSERT_LE(0, fd) TH_LOG("no %s after rescan", NVME_DEV);
 	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
 	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
-	EXPECT_EQ(0, io_uring_register_dmabuf(&ring, 0, ubuf, fd));
+	EXPECT_EQ(0, dmabufrw_register_dmabuf(&ring, 0, ubuf, fd));
 	EXPECT_EQ(4096, dmabufrw_rw_fixed(&ring, false, fd, 0, 0, 4096, 0));
 	io_uring_queue_exit(&ring);
 	close(fd);
@@ -950,7 +1173,7 @@ static void first_read_in_child(int dmabuf)
 	if (dmabuf) {
 		ubuf = dmabufrw_alloc_udmabuf(MiB, &memfd);
 		if (ubuf < 0 || io_uring_register_buffers_sparse(&ring, 1) ||
-		    io_uring_register_dmabuf(&ring, 0, ubuf, fd))
+		    dmabufrw_register_dmabuf(&ring, 0, ubuf, fd))
 			_exit(201);
 	} else {
 		if (posix_memalign(&iov.iov_base, 4096, MiB))
@@ -987,6 +1210,7 @@ static int run_first_read(int dmabuf)
  */
 TEST(first_io_maps_from_iowq_after_nowait_eagain)
 {
+	REQUIRE_DMABUF_IO();
 	EXPECT_EQ(0, run_first_read(0));
 	EXPECT_LE(1, run_first_read(1));
 	EXPECT_GT(100, run_first_read(1));

@@ -20,6 +20,7 @@
 
 #include "kselftest_harness.h"
 #include "iommu/iommufd/iommufd_test.h"
+#include "util.h"
 
 #define PAGE	4096UL
 
@@ -147,8 +148,8 @@ TEST_F(iommufd_dmabuf, udmabuf_not_contiguous)
 
 	dfd = udmabuf_of(self->memfd, pg, 2);
 	ASSERT_LE(0, dfd);
-	EXPECT_EQ(-1, map_file(self->fd, self->ioas_id, dfd, 2 * PAGE, &iova));
-	EXPECT_EQ(EOPNOTSUPP, errno);
+	EXPECT_ERRNO(EOPNOTSUPP, map_file(self->fd, self->ioas_id, dfd, 2 * PAGE,
+					  &iova));
 	close(dfd);
 }
 

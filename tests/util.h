@@ -5,15 +5,57 @@
 #ifndef DMABUFRW_TEST_UTIL_H
 #define DMABUFRW_TEST_UTIL_H
 
+#include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
+#include <liburing.h>
 
-/* The emulated NVMe namespace the VM runner attaches. */
-#define NVME_DEV	"/dev/nvme0n1"
+#include "dmabufrw.h"
+
+/*
+ * The emulated NVMe namespace the VM runner attaches: namespace 1 of the
+ * lowest-numbered controller.  Looked up every time: a controller that a
+ * test removed and rescanned may come back under another number, while
+ * the old one is still referenced.
+ */
+static inline const char *nvme_name(void)
+{
+	static char name[32];
+	DIR *d = opendir("/sys/block");
+	struct dirent *e;
+	int best = -1;
+
+	while (d && (e = readdir(d))) {
+		int c, n;
+		char rest;
+
+		if (sscanf(e->d_name, "nvme%dn%d%c", &c, &n, &rest) == 2 && n == 1 &&
+		    (best < 0 || c < best))
+			best = c;
+	}
+	if (d)
+		closedir(d);
+	snprintf(name, sizeof(name), "nvme%dn1", best < 0 ? 0 : best);
+	return name;
+}
+
+/* A path of the namespace: "/dev/%s", "/sys/block/%s/device/..." */
+static inline const char *nvme_path(const char *fmt)
+{
+	static char path[256];
+
+	snprintf(path, sizeof(path), fmt, nvme_name());
+	return path;
+}
+
+#define NVME_DEV	nvme_path("/dev/%s")
 
 /*
  * A pattern that differs for every 8-byte word, every disk offset and every
@@ -49,6 +91,19 @@ static inline long pattern_check(const void *buf, size_t len, uint64_t seed, uin
 	return -1;
 }
 
+/*
+ * A system call that must fail with errno @err: a call that succeeds fails
+ * both checks, and errno is only read after a failure.
+ */
+#define EXPECT_ERRNO(err, call) do {					\
+	long __ret;							\
+									\
+	errno = 0;							\
+	__ret = (long)(call);						\
+	EXPECT_EQ(-1L, __ret);						\
+	EXPECT_EQ((err), __ret == -1 ? errno : 0);			\
+} while (0)
+
 static inline double now_sec(void)
 {
 	struct timespec ts;
@@ -72,6 +127,93 @@ static inline int read_text(const char *path, char *buf, size_t size)
 	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
 		buf[--n] = 0;
 	return n;
+}
+
+/*
+ * The dma-buf with inode number @ino in debugfs's dma_buf/bufinfo: the
+ * reference count of its file (descriptors and kernel references, such as
+ * a registration's) and its number of attachments.  Returns 0, or -1 when
+ * there is no such buffer (any more).
+ */
+static inline int bufinfo(unsigned long ino, long *refs, int *attached)
+{
+	FILE *f = fopen("/sys/kernel/debug/dma_buf/bufinfo", "r");
+	char line[512];
+	int found = -1;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long size, flags, mode, i;
+		long count;
+		char exp[64];
+
+		if (found < 0) {
+			if (sscanf(line, "%lu %lx %lx %ld %63s %lu", &size, &flags,
+				   &mode, &count, exp, &i) == 6 && i == ino) {
+				*refs = count;
+				found = 0;
+			}
+		} else if (sscanf(line, "Total %d devices attached", attached) == 1) {
+			found = 1;
+			break;
+		}
+	}
+	fclose(f);
+	return found == 1 ? 0 : -1;
+}
+
+/*
+ * Does the kernel register dma-bufs in io_uring buffer tables (the
+ * dmabuf-rw series, IORING_FEAT_REGBUF_DMABUF)?
+ */
+static inline int kernel_has_dmabuf_io(void)
+{
+	struct io_uring ring;
+	int ret;
+
+	if (io_uring_queue_init(1, &ring, 0))
+		return 0;
+	ret = dmabufrw_supported(&ring);
+	io_uring_queue_exit(&ring);
+	return ret;
+}
+
+/*
+ * Skip the test, saying why, where the kernel or the machine lacks what it
+ * needs; make test fails on a skip, since the rig's kernels have it all.
+ */
+#define REQUIRE_DMABUF_IO() do {					\
+	if (!kernel_has_dmabuf_io())					\
+		SKIP(return, "the kernel cannot register dma-bufs "	\
+		     "(no IORING_FEAT_REGBUF_DMABUF)");			\
+	if (access(NVME_DEV, F_OK))					\
+		SKIP(return, "no NVMe namespace %s", NVME_DEV);		\
+} while (0)
+
+/* Inode number of an open file, 0 on error. */
+static inline unsigned long file_ino(int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) ? 0 : st.st_ino;
+}
+
+/*
+ * Wait up to 10 s for the dma-buf @ino to have @attached attachments (its
+ * registrations go asynchronously).  Returns 0 or -1.
+ */
+static inline int wait_attached(unsigned long ino, int attached)
+{
+	for (int i = 0; i < 200; i++) {
+		long refs;
+		int n;
+
+		if (!bufinfo(ino, &refs, &n) && n == attached)
+			return 0;
+		usleep(50000);
+	}
+	return -1;
 }
 
 #endif
