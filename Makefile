@@ -115,6 +115,32 @@ $(GUEST)/tests/iommufd_dmabuf: tests/iommufd_dmabuf.c $(GUEST)/inc/linux/iommufd
 	@mkdir -p $(@D)
 	$(CC) $(USER_CFLAGS) -I$(GUEST)/inc $(HARNESS) -I$(TREE)/drivers -o $@ $<
 
+# The kernel's own selftests of the subsystems the series touches, from the
+# patched tree, built statically against its exported uAPI headers (make
+# headers in an object directory of their own).  Named kselftest-* among
+# the guest's test programs (tests/list).
+KHDR := $(BUILD)/obj-headers/usr/include
+KSFT := $(TREE)/tools/testing/selftests
+KSFT_CFLAGS := -static -O2 -g -Wall -Wno-unused-function -isystem $(KHDR) \
+	-I$(KSFT)
+
+$(KHDR)/.stamp: $(wildcard kernel/patches/*.patch) | tree
+	@mkdir -p $(BUILD)/obj-headers
+	$(MAKE) -s -C $(TREE) O=$(BUILD)/obj-headers ARCH=x86_64 headers
+	@touch $@
+
+$(GUEST)/tests/kselftest-udmabuf: $(KHDR)/.stamp
+	@mkdir -p $(@D)
+	$(CC) $(KSFT_CFLAGS) -o $@ $(KSFT)/drivers/dma-buf/udmabuf.c
+
+$(GUEST)/tests/kselftest-dmabuf-heaps: $(KHDR)/.stamp
+	@mkdir -p $(@D)
+	$(CC) $(KSFT_CFLAGS) -o $@ $(KSFT)/dmabuf-heaps/dmabuf-heap.c
+
+$(GUEST)/tests/kselftest-iommufd: $(KHDR)/.stamp
+	@mkdir -p $(@D)
+	$(CC) $(KSFT_CFLAGS) -D_GNU_SOURCE -o $@ $(KSFT)/iommu/iommufd.c -lcap
+
 $(GUEST)/tools/dmabuf-rw-demo: tools/demo/dmabuf-rw-demo.c $(LIB_SRC) $(LIB_HDR)
 	@mkdir -p $(@D)
 	$(CC) $(USER_CFLAGS) -o $@ $< $(LIB_SRC) -luring
