@@ -5,6 +5,8 @@
 #   make tree            kernel work tree build/linux = source + series
 #   make export          write kernel/patches/ from the work tree
 #   make series-status   fail if the work tree has unexported work
+#   make check-groups    each group of the series applies and compiles alone
+#   make check-bisect    every commit of the series compiles
 #   make kernel          build the debug (test) kernel
 #   make kernel-base     build the base (benchmark) kernel
 #   make kernel-bpf      build the bpf kernel (BTF, for the dmabuf iterator test)
@@ -41,7 +43,7 @@ TOOL_BINS := $(GUEST)/tools/dmabuf-rw-demo $(GUEST)/tools/dmabuf-rw-bench
 
 .PHONY: all deps tree export series-status kernel kernel-base kernel-bpf tools \
 	initramfs initramfs-base initramfs-bpf test demo shell bench bench-quick bench-profile kernel-profile checkpatch \
-	check-configs \
+	check-configs check-groups check-bisect \
 	clean distclean
 
 # The kernel builds run their own parallel jobs, and two of them at once
@@ -124,7 +126,7 @@ KSFT := $(TREE)/tools/testing/selftests
 KSFT_CFLAGS := -static -O2 -g -Wall -Wno-unused-function -isystem $(KHDR) \
 	-I$(KSFT)
 
-$(KHDR)/.stamp: $(wildcard kernel/patches/*.patch) | tree
+$(KHDR)/.stamp: $(wildcard kernel/patches/*/*.patch) | tree
 	@mkdir -p $(BUILD)/obj-headers
 	$(MAKE) -s -C $(TREE) O=$(BUILD)/obj-headers ARCH=x86_64 headers
 	@touch $@
@@ -197,6 +199,16 @@ checkpatch: tree
 # dma-buf framework, no io_uring, i386); make test runs it too.
 check-configs: tree
 	@scripts/check-configs
+
+# Each group of kernel/patches applies and compiles with only the groups
+# it needs (kernel/patches/series); every commit compiles (BISECT_OBJECTS=1:
+# the C files touched so far; without it, the whole debug kernel at each
+# commit, hours).  Both use the work tree, which must be clean.
+check-groups: tree
+	@scripts/check-groups
+
+check-bisect: tree
+	@BISECT_OBJECTS=$${BISECT_OBJECTS:-1} scripts/check-bisect
 
 clean:
 	rm -rf $(GUEST) $(BUILD)/vm $(BUILD)/initramfs-* $(BUILD)/bench

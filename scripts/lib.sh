@@ -56,3 +56,29 @@ SRC
 		  -o "APT::Get::List-Cleanup=0"
 		  -o "APT::Sandbox::User=root")
 }
+
+# The series is grouped by the tree each part goes to: kernel/patches/series
+# lists the groups (directories of kernel/patches) in the order they apply,
+# each with the groups it needs; a group holds 0000-cover-letter.patch and
+# its patches.
+series_file=$patches/series
+series_groups() {
+	[ -f "$series_file" ] || return 0
+	awk '!/^#/ && NF { print $1 }' "$series_file"
+}
+series_group_deps() {
+	awk -v g="$1" '!/^#/ && $1 == g { for (i = 2; i <= NF && $i !~ /^#/; i++) print $i }' "$series_file"
+}
+# The patch files of one group (no cover letter), or of the whole series.
+group_patches() {
+	local p
+	for p in "$patches/$1"/[0-9][0-9][0-9][0-9]-*.patch; do
+		[ -f "$p" ] || continue
+		case $p in */0000-cover-letter.patch) continue ;; esac
+		echo "$p"
+	done
+}
+series_patches() {
+	local g
+	for g in $(series_groups); do group_patches "$g"; done
+}
