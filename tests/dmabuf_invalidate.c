@@ -1213,6 +1213,159 @@ TEST_F_TIMEOUT(texp, invalidation_does_not_wait_for_io_held_by_blk_throttle, 300
 	check_exporter_clean(_metadata, self->ctl, self->dbuf);
 }
 
+/* Requests of the disk the driver holds, reads and writes ("inflight"). */
+static int disk_inflight(const char *inflight_path)
+{
+	unsigned int r = 0, w = 0;
+	FILE *f = fopen(inflight_path, "r");
+
+	if (!f)
+		return -errno;
+	if (fscanf(f, "%u %u", &r, &w) != 2)
+		r = w = 0;
+	fclose(f);
+	return r + w;
+}
+
+struct slow_pread {
+	int fd;
+	void *buf;
+	ssize_t res;
+};
+
+static void *slow_pread_thread(void *arg)
+{
+	struct slow_pread *p = arg;
+
+	p->res = pread(p->fd, p->buf, 4096, 0);
+	return NULL;
+}
+
+struct queue_freeze {
+	const char *path;	/* queue/nr_requests */
+	char value[32];
+	int res;
+	volatile int done;
+};
+
+/*
+ * A change of nr_requests freezes the queue: it waits for every request
+ * the disk holds, and I/O submitted meanwhile waits above the driver.
+ */
+static void *queue_freeze_thread(void *arg)
+{
+	struct queue_freeze *q = arg;
+
+	q->res = write_file(q->path, q->value);
+	q->done = 1;
+	return NULL;
+}
+
+/*
+ * An invalidation does not wait for I/O parked by a queue freeze.  The
+ * test VM's slow namespace holds each command NVME_SLOW_LATENCY_S; a plain
+ * read the device holds keeps a queue freeze in progress, and 16 dma-buf
+ * reads submitted meanwhile wait above the driver (the disk's inflight
+ * count shows only the plain read).  A migration of the buffer must return
+ * at once: the device holds none of its I/O.  The parked reads then reach
+ * the driver with a mapping that is gone, are issued again, and land in
+ * the new memory (the null device reads zeroes over the pattern the buffer
+ * held).
+ */
+TEST_F_TIMEOUT(texp, invalidation_does_not_wait_for_io_parked_by_a_queue_freeze, 300)
+{
+	const unsigned int n = 16;
+	struct queue_freeze qf = { .path = NULL };
+	struct slow_pread pr = { .res = 0 };
+	char inflight[256], nr_path[256], old_nr[32] = "";
+	pthread_t pr_thr, qf_thr;
+	unsigned int left, nr, done;
+	int sfd, pfd, res[16], i;
+	double t0, took;
+	FILE *f;
+
+	snprintf(inflight, sizeof(inflight), "%s", nvme_slow_path("/sys/block/%s/inflight"));
+	snprintf(nr_path, sizeof(nr_path), "%s", nvme_slow_path("/sys/block/%s/queue/nr_requests"));
+	sfd = open(nvme_slow_path("/dev/%s"), O_RDWR | O_DIRECT);
+	if (sfd < 0)
+		SKIP(return, "no slow namespace %s (the test VM has one)",
+		     nvme_slow_path("/dev/%s"));
+	pfd = open(nvme_slow_path("/dev/%s"), O_RDONLY | O_DIRECT);
+	ASSERT_LE(0, pfd);
+	f = fopen(nr_path, "r");
+	ASSERT_NE(NULL, f);
+	ASSERT_EQ(1, fscanf(f, "%31s", old_nr));
+	fclose(f);
+	nr = strtoul(old_nr, NULL, 0);
+	ASSERT_LT(8, nr);
+	qf.path = nr_path;
+	snprintf(qf.value, sizeof(qf.value), "%u", nr - 1);
+	/* the inflight count is that of accounted requests */
+	ASSERT_EQ(0, write_file(nvme_slow_path("/sys/block/%s/queue/iostats"), "1"));
+
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 0, self->dbuf, sfd));
+	pattern_fill(self->kbuf, n * 4096, 0xf2, 0);
+	ASSERT_EQ(0, texp_rw(self->ctl, self->dbuf, 1, 0, self->kbuf, n * 4096));
+
+	/* the device holds a plain read; a freeze waits for it */
+	ASSERT_EQ(0, posix_memalign(&pr.buf, 4096, 4096));
+	pr.fd = pfd;
+	ASSERT_EQ(0, pthread_create(&pr_thr, NULL, slow_pread_thread, &pr));
+	for (i = 0; i < 200 && disk_inflight(inflight) < 1 && !pr.res; i++)
+		usleep(10000);
+	ASSERT_EQ(1, disk_inflight(inflight)) TH_LOG("the plain read: %zd", pr.res);
+	ASSERT_EQ(0, pthread_create(&qf_thr, NULL, queue_freeze_thread, &qf));
+	usleep(200000);
+	ASSERT_EQ(0, qf.done) TH_LOG("the queue froze at once: the read was not held");
+
+	/* dma-buf reads wait for the freeze, above the driver */
+	for (i = 0; i < (int)n; i++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&self->ring);
+
+		io_uring_prep_read_fixed(sqe, sfd, (void *)(uintptr_t)(i * 4096),
+					 4096, i * 4096, 0);
+		sqe->user_data = i;
+	}
+	ASSERT_EQ((int)n, io_uring_submit(&self->ring));
+	usleep(300000);
+	ASSERT_EQ(0, qf.done);
+	EXPECT_EQ(1, disk_inflight(inflight));
+
+	t0 = now_sec();
+	ASSERT_EQ(0, texp_op(self->ctl, DMABUF_TEST_IOC_MIGRATE, self->dbuf, 0));
+	took = now_sec() - t0;
+	left = reap_reads(&self->ring, n, res, false);
+	TH_LOG("migration took %.3f s with %u of %u reads parked by a queue freeze",
+	       took, left, n);
+	EXPECT_GT(NVME_SLOW_LATENCY_S / 2, took);
+	EXPECT_EQ(n, left);
+	EXPECT_EQ(0, qf.done);
+
+	EXPECT_EQ(0, reap_reads(&self->ring, left, res, true));
+	for (i = 0, done = 0; i < (int)n; i++) {
+		if (res[i] != 4096)
+			TH_LOG("read %d: %d", i, res[i]);
+		done += res[i] == 4096;
+	}
+	EXPECT_EQ(n, done);
+	pthread_join(pr_thr, NULL);
+	pthread_join(qf_thr, NULL);
+	EXPECT_EQ(4096, pr.res);
+	EXPECT_EQ(0, qf.res);
+	ASSERT_EQ(0, texp_rw(self->ctl, self->dbuf, 0, 0, self->kbuf, n * 4096));
+	for (i = 0; i < (int)(n * 4096); i++)
+		if (((unsigned char *)self->kbuf)[i])
+			break;
+	EXPECT_EQ((int)(n * 4096), i) TH_LOG("byte %d is not what the device read", i);
+
+	EXPECT_EQ(0, write_file(nr_path, old_nr));
+	ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 0));
+	free(pr.buf);
+	close(pfd);
+	close(sfd);
+	check_exporter_clean(_metadata, self->ctl, self->dbuf);
+}
+
 /* Write "1" to a sysfs attribute. */
 static int poke_sysfs(const char *path)
 {

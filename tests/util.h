@@ -20,29 +20,48 @@
 #include "dmabufrw.h"
 
 /*
- * The emulated NVMe namespace the VM runner attaches: namespace 1 of the
- * lowest-numbered controller.  Looked up every time: a controller that a
- * test removed and rescanned may come back under another number, while
- * the old one is still referenced.
+ * The disk name of namespace @nsid of the lowest-numbered NVMe controller
+ * that has one, in @name.  Looked up every time: a controller that a test
+ * removed and rescanned may come back under another number while the old
+ * one is still referenced, and the namespaces of a controller are named in
+ * the order their scans finish, not by NSID.
  */
-static inline const char *nvme_name(void)
+static inline void nvme_ns_name(unsigned int nsid, char *name, size_t size)
 {
-	static char name[32];
 	DIR *d = opendir("/sys/block");
 	struct dirent *e;
-	int best = -1;
+	int best = -1, best_n = 1;
 
 	while (d && (e = readdir(d))) {
+		char path[300], rest;
+		unsigned int id = 0;
 		int c, n;
-		char rest;
+		FILE *f;
 
-		if (sscanf(e->d_name, "nvme%dn%d%c", &c, &n, &rest) == 2 && n == 1 &&
-		    (best < 0 || c < best))
+		if (sscanf(e->d_name, "nvme%dn%d%c", &c, &n, &rest) != 2 ||
+		    (best >= 0 && c >= best))
+			continue;
+		snprintf(path, sizeof(path), "/sys/block/%s/nsid", e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fscanf(f, "%u", &id) == 1 && id == nsid) {
 			best = c;
+			best_n = n;
+		}
+		fclose(f);
 	}
 	if (d)
 		closedir(d);
-	snprintf(name, sizeof(name), "nvme%dn1", best < 0 ? 0 : best);
+	snprintf(name, size, "nvme%dn%d", best < 0 ? 0 : best, best < 0 ? (int)nsid : best_n);
+}
+
+/* The emulated NVMe namespace the VM runner attaches: NSID 1. */
+static inline const char *nvme_name(void)
+{
+	static char name[32];
+
+	nvme_ns_name(1, name, sizeof(name));
 	return name;
 }
 
@@ -56,6 +75,21 @@ static inline const char *nvme_path(const char *fmt)
 }
 
 #define NVME_DEV	nvme_path("/dev/%s")
+
+/*
+ * The test VM's second namespace of the same controller, NSID 2: QEMU's
+ * null driver with a fixed latency per command (NVME_SLOW_LATENCY_S),
+ * reads return zeroes.  For tests that need I/O the device holds a while.
+ */
+#define NVME_SLOW_LATENCY_S	2.0
+static inline const char *nvme_slow_path(const char *fmt)
+{
+	static char name[32], path[256];
+
+	nvme_ns_name(2, name, sizeof(name));
+	snprintf(path, sizeof(path), fmt, name);
+	return path;
+}
 
 /*
  * A pattern that differs for every 8-byte word, every disk offset and every
