@@ -567,16 +567,14 @@ TEST_F_TIMEOUT(texp, revoke_with_io_in_flight_is_bounded, 300)
 			       .allowed = enodev, .stop = &stop, .seed = 7 };
 	unsigned long before;
 	pthread_t thr;
-	double t0, took;
+	double took;
 
 	/* Widen the window between invalidation and the next mapping. */
 	ASSERT_EQ(0, texp_delays(self->ctl, self->dbuf, 2000, 2000));
 	ASSERT_EQ(0, pthread_create(&thr, NULL, storm_io_thread, &rd));
 	usleep(1000000);
 	before = rd.done;
-	t0 = now_sec();
-	ASSERT_EQ(0, texp_op(self->ctl, DMABUF_TEST_IOC_REVOKE, self->dbuf, 0));
-	took = now_sec() - t0;
+	ASSERT_EQ(0, texp_op_timed(self->ctl, DMABUF_TEST_IOC_REVOKE, self->dbuf, &took));
 	usleep(500000);
 	stop = 1;
 	pthread_join(thr, NULL);
@@ -1111,19 +1109,20 @@ static void throttle_end(void)
 }
 
 /*
- * Queue @n 4 KiB reads of the prefilled area into the buffer's slots
- * (slot i at offset i * 4096), not waiting for them.
+ * Queue @n 4 KiB reads of the disk from @pos on into the buffer in slot 0
+ * (read i at offset i * 4096 of both), not waiting for them; returns what
+ * io_uring_submit() does.
  */
-static void queue_reads(struct io_uring *ring, int fd, unsigned int n)
+static int queue_reads(struct io_uring *ring, int fd, unsigned int n, uint64_t pos)
 {
 	for (unsigned int i = 0; i < n; i++) {
 		struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
 
 		io_uring_prep_read_fixed(sqe, fd, (void *)(uintptr_t)(i * 4096),
-					 4096, READ_BASE + i * 4096, 0);
+					 4096, pos + i * 4096, 0);
 		sqe->user_data = i;
 	}
-	io_uring_submit(ring);
+	return io_uring_submit(ring);
 }
 
 /* Reap what completed; returns how many are still in flight. */
@@ -1157,7 +1156,7 @@ TEST_F_TIMEOUT(texp, invalidation_does_not_wait_for_io_held_by_blk_throttle, 300
 	const unsigned int n = 32;
 	unsigned int left, ok = 0, enodev = 0;
 	int res[32];
-	double t0, took;
+	double took;
 
 	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 0, self->dbuf, self->fd));
 	ASSERT_EQ(4096, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, 0,
@@ -1167,11 +1166,9 @@ TEST_F_TIMEOUT(texp, invalidation_does_not_wait_for_io_held_by_blk_throttle, 300
 	/* A move: prompt; the parked reads complete with their data. */
 	ASSERT_EQ(0, texp_rw(self->ctl, self->dbuf, 1, 0,
 			     memset(self->kbuf, 0, n * 4096), n * 4096));
-	queue_reads(&self->ring, self->fd, n);
+	ASSERT_EQ((int)n, queue_reads(&self->ring, self->fd, n, READ_BASE));
 	usleep(500000);
-	t0 = now_sec();
-	ASSERT_EQ(0, texp_op(self->ctl, DMABUF_TEST_IOC_MIGRATE, self->dbuf, 0));
-	took = now_sec() - t0;
+	ASSERT_EQ(0, texp_op_timed(self->ctl, DMABUF_TEST_IOC_MIGRATE, self->dbuf, &took));
 	left = reap_reads(&self->ring, n, res, false);
 	TH_LOG("migration took %.3f s with %u of %u throttled reads parked",
 	       took, left, n);
@@ -1184,11 +1181,9 @@ TEST_F_TIMEOUT(texp, invalidation_does_not_wait_for_io_held_by_blk_throttle, 300
 	EXPECT_EQ(-1, pattern_check(self->kbuf, n * 4096, READ_SEED, READ_BASE));
 
 	/* A revocation: prompt; the parked reads fail with ENODEV. */
-	queue_reads(&self->ring, self->fd, n);
+	ASSERT_EQ((int)n, queue_reads(&self->ring, self->fd, n, READ_BASE));
 	usleep(500000);
-	t0 = now_sec();
-	ASSERT_EQ(0, texp_op(self->ctl, DMABUF_TEST_IOC_REVOKE, self->dbuf, 0));
-	took = now_sec() - t0;
+	ASSERT_EQ(0, texp_op_timed(self->ctl, DMABUF_TEST_IOC_REVOKE, self->dbuf, &took));
 	left = reap_reads(&self->ring, n, res, false);
 	TH_LOG("revocation took %.3f s with %u of %u throttled reads parked",
 	       took, left, n);
@@ -1281,7 +1276,7 @@ TEST_F_TIMEOUT(texp, invalidation_does_not_wait_for_io_parked_by_a_queue_freeze,
 	pthread_t pr_thr, qf_thr;
 	unsigned int left, nr, done;
 	int sfd, pfd, res[16], i;
-	double t0, took;
+	double took;
 	FILE *f;
 
 	snprintf(inflight, sizeof(inflight), "%s", nvme_slow_path("/sys/block/%s/inflight"));
@@ -1319,21 +1314,12 @@ TEST_F_TIMEOUT(texp, invalidation_does_not_wait_for_io_parked_by_a_queue_freeze,
 	ASSERT_EQ(0, qf.done) TH_LOG("the queue froze at once: the read was not held");
 
 	/* dma-buf reads wait for the freeze, above the driver */
-	for (i = 0; i < (int)n; i++) {
-		struct io_uring_sqe *sqe = io_uring_get_sqe(&self->ring);
-
-		io_uring_prep_read_fixed(sqe, sfd, (void *)(uintptr_t)(i * 4096),
-					 4096, i * 4096, 0);
-		sqe->user_data = i;
-	}
-	ASSERT_EQ((int)n, io_uring_submit(&self->ring));
+	ASSERT_EQ((int)n, queue_reads(&self->ring, sfd, n, 0));
 	usleep(300000);
 	ASSERT_EQ(0, qf.done);
 	EXPECT_EQ(1, disk_inflight(inflight));
 
-	t0 = now_sec();
-	ASSERT_EQ(0, texp_op(self->ctl, DMABUF_TEST_IOC_MIGRATE, self->dbuf, 0));
-	took = now_sec() - t0;
+	ASSERT_EQ(0, texp_op_timed(self->ctl, DMABUF_TEST_IOC_MIGRATE, self->dbuf, &took));
 	left = reap_reads(&self->ring, n, res, false);
 	TH_LOG("migration took %.3f s with %u of %u reads parked by a queue freeze",
 	       took, left, n);

@@ -44,6 +44,16 @@ static inline int texp_op(int ctl, unsigned long cmd, int fd, unsigned int arg)
 	return texp_ret(ioctl(ctl, cmd, &op));
 }
 
+/* texp_op(), and in @took how long the exporter took (an invalidation). */
+static inline int texp_op_timed(int ctl, unsigned long cmd, int fd, double *took)
+{
+	double t0 = now_sec();
+	int ret = texp_op(ctl, cmd, fd, 0);
+
+	*took = now_sec() - t0;
+	return ret;
+}
+
 static inline int texp_rw(int ctl, int fd, int write, uint64_t offset,
 			  void *p, uint64_t len)
 {
