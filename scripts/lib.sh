@@ -82,3 +82,13 @@ series_patches() {
 	local g
 	for g in $(series_groups); do group_patches "$g"; done
 }
+
+# The objects of the C files the work tree's commit $2 changed since base
+# that the kernel of flavour $1 builds (as built with the whole series):
+# single-object builds of files a flavour does not configure would fail.
+series_objects() {
+	local f
+	for f in $(git -C "$tree" diff --name-only --diff-filter=AM base "$2" -- '*.c'); do
+		[ -f "$build/obj-$1/${f%.c}.o" ] && echo "${f%.c}.o"
+	done
+}
