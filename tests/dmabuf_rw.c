@@ -155,7 +155,7 @@ TEST_F(dmabuf_rw, registration_errors)
 }
 
 /*
- * I/O on another file, out of range, misaligned, or writing through a
+ * I/O on another device, out of range, misaligned, or writing through a
  * read-only target fails.
  */
 TEST_F(dmabuf_rw, io_errors)
@@ -166,7 +166,16 @@ TEST_F(dmabuf_rw, io_errors)
 	ASSERT_LE(0, ubuf);
 	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 0, ubuf, self->fd));
 
+	/*
+	 * A registration serves every file of its block device, and no other
+	 * device, not even another namespace of the same controller (the
+	 * device the dma-buf is mapped for).
+	 */
 	other = open(NVME_DEV, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, other);
+	EXPECT_EQ(4096, dmabufrw_rw_fixed(&self->ring, false, other, 0, 0, 4096, 0));
+	close(other);
+	other = open(nvme_slow_path("/dev/%s"), O_RDWR | O_DIRECT);
 	ASSERT_LE(0, other);
 	EXPECT_EQ(-EBADF, dmabufrw_rw_fixed(&self->ring, false, other, 0, 0, 4096, 0));
 	close(other);

@@ -1,0 +1,664 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * dma-buf direct I/O on files of ext4 and XFS: round trips, holes and
+ * unwritten extents, EOF, appends, one registration serving every file of
+ * the file system, and each refusal with its errno and nothing written.
+ *
+ * The VM runner (scripts/run-vm) attaches ext4 on the first partition of
+ * namespace 3 and XFS on the whole of namespace 4; every test mounts both
+ * and unmounts them at its end, so that the other programs (which remove
+ * and reset the controller) never run with a file system mounted, and the
+ * host checks both once the VM is done.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+#include <linux/fs.h>
+#include <linux/dma-buf.h>
+#include <liburing.h>
+
+#include "kselftest_harness.h"
+#include "util.h"
+#include "texp.h"
+#include "dmabufrw.h"
+
+#define KiB	1024UL
+#define MiB	(1024UL * 1024)
+
+#define EXT4_MNT	"/mnt/ext4"
+#define XFS_MNT		"/mnt/xfs"
+
+/* Mount @nsid's namespace (partition @part, or the whole of it if 0). */
+static int mount_ns(unsigned int nsid, int part, const char *type,
+		    const char *dir, const char *opts)
+{
+	char name[64], dev[96];
+
+	nvme_ns_name(nsid, name, sizeof(name));
+	if (part)
+		snprintf(dev, sizeof(dev), "/dev/%sp%d", name, part);
+	else
+		snprintf(dev, sizeof(dev), "/dev/%s", name);
+	mkdir("/mnt", 0755);
+	mkdir(dir, 0755);
+	if (mount(dev, dir, type, 0, opts))
+		return -errno;
+	return 0;
+}
+
+/*
+ * Unmount @dir, waiting while it is busy: the ring's registrations hold
+ * their target files until the ring's exit work and the registrations'
+ * release work have run, after io_uring_queue_exit() returned.
+ */
+static int umount_busy(const char *dir)
+{
+	for (int i = 0; i < 200; i++) {
+		if (!umount(dir))
+			return 0;
+		if (errno != EBUSY)
+			return -errno;
+		usleep(50 * 1000);
+	}
+	return -EBUSY;
+}
+
+FIXTURE(files) {
+	struct io_uring ring;
+	const char *dir;	/* this variant's file system */
+	const char *other;	/* the other one */
+	size_t size;
+	int memfd, ubuf, heap;
+	void *umap, *hmap;
+};
+
+FIXTURE_VARIANT(files) {
+	bool ext4;
+};
+
+FIXTURE_VARIANT_ADD(files, ext4) { .ext4 = true };
+FIXTURE_VARIANT_ADD(files, xfs) { .ext4 = false };
+
+static void fs_env_setup(struct __test_metadata *_metadata,
+			FIXTURE_DATA(files) *self, bool ext4)
+{
+	int ret;
+
+	ret = mount_ns(3, 1, "ext4", EXT4_MNT, NULL);
+	ASSERT_EQ(0, ret) TH_LOG("mount ext4: %s", strerror(-ret));
+	ret = mount_ns(4, 0, "xfs", XFS_MNT, NULL);
+	ASSERT_EQ(0, ret) TH_LOG("mount xfs: %s", strerror(-ret));
+	self->dir = ext4 ? EXT4_MNT : XFS_MNT;
+	self->other = ext4 ? XFS_MNT : EXT4_MNT;
+
+	self->size = 8 * MiB;
+	self->ubuf = dmabufrw_alloc_udmabuf(self->size, &self->memfd);
+	ASSERT_LE(0, self->ubuf);
+	self->heap = dmabufrw_alloc_heap("system", self->size);
+	ASSERT_LE(0, self->heap);
+	self->umap = mmap(NULL, self->size, PROT_READ | PROT_WRITE, MAP_SHARED,
+			  self->memfd, 0);
+	ASSERT_NE(MAP_FAILED, self->umap);
+	self->hmap = mmap(NULL, self->size, PROT_READ | PROT_WRITE, MAP_SHARED,
+			  self->heap, 0);
+	ASSERT_NE(MAP_FAILED, self->hmap);
+	ASSERT_EQ(0, io_uring_queue_init(64, &self->ring, 0));
+	ASSERT_EQ(0, io_uring_register_buffers_sparse(&self->ring, 8));
+}
+
+static void fs_env_teardown(struct __test_metadata *_metadata,
+			   FIXTURE_DATA(files) *self)
+{
+	io_uring_queue_exit(&self->ring);
+	munmap(self->hmap, self->size);
+	munmap(self->umap, self->size);
+	close(self->heap);
+	close(self->ubuf);
+	close(self->memfd);
+	EXPECT_EQ(0, umount_busy(EXT4_MNT));
+	EXPECT_EQ(0, umount_busy(XFS_MNT));
+}
+
+FIXTURE_SETUP(files)
+{
+	REQUIRE_DMABUF_IO();
+	fs_env_setup(_metadata, self, variant->ext4);
+}
+
+FIXTURE_TEARDOWN(files)
+{
+	fs_env_teardown(_metadata, self);
+}
+
+static const char *fpath(const char *dir, const char *name)
+{
+	static char path[2][256];
+	static int i;
+
+	i ^= 1;
+	snprintf(path[i], sizeof(path[i]), "%s/%s", dir, name);
+	return path[i];
+}
+
+/* A new empty file, open for direct I/O. */
+static int new_file(const char *dir, const char *name)
+{
+	const char *p = fpath(dir, name);
+
+	unlink(p);
+	return open(p, O_RDWR | O_CREAT | O_DIRECT, 0600);
+}
+
+/* Register the udmabuf in slot 0 and the heap buffer in slot 1 for @fd. */
+static int register_pair(FIXTURE_DATA(files) *self, int fd)
+{
+	return dmabufrw_register_dmabuf(&self->ring, 0, self->ubuf, fd) ?:
+	       dmabufrw_register_dmabuf(&self->ring, 1, self->heap, fd);
+}
+
+static long heap_check(FIXTURE_DATA(files) *self, uint64_t off, size_t len,
+		       uint64_t seed, uint64_t pos)
+{
+	long bad;
+
+	dmabufrw_cpu_begin(self->heap, DMA_BUF_SYNC_READ);
+	bad = pattern_check(self->hmap + off, len, seed, pos);
+	dmabufrw_cpu_end(self->heap, DMA_BUF_SYNC_READ);
+	return bad;
+}
+
+static void heap_fill(FIXTURE_DATA(files) *self, int byte)
+{
+	dmabufrw_cpu_begin(self->heap, DMA_BUF_SYNC_WRITE);
+	memset(self->hmap, byte, self->size);
+	dmabufrw_cpu_end(self->heap, DMA_BUF_SYNC_WRITE);
+}
+
+/* The first byte of [@p, @p + @len) that is not @byte, or -1. */
+static long first_not(const void *p, size_t len, int byte)
+{
+	const unsigned char *c = p;
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (c[i] != byte)
+			return i;
+	return -1;
+}
+
+/*
+ * A buffered pread of @len bytes of @path at @pos, checked against the
+ * pattern of @seed from position @ppos: -1 if it matches.
+ */
+static long file_check_at(const char *path, uint64_t pos, size_t len,
+			  uint64_t seed, uint64_t ppos)
+{
+	void *buf = malloc(len);
+	int fd = open(path, O_RDONLY);
+	long bad = -2;
+
+	if (buf && fd >= 0 && pread(fd, buf, len, pos) == (ssize_t)len)
+		bad = pattern_check(buf, len, seed, ppos);
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	return bad;
+}
+
+static long file_check(const char *path, uint64_t pos, size_t len, uint64_t seed)
+{
+	return file_check_at(path, pos, len, seed, pos);
+}
+
+struct xfer {
+	uint64_t buf_off, file_off;
+	unsigned int len;
+};
+
+/* Queue @n fixed I/Os on @fd at queue depth @qd; 0 or the first bad result. */
+static int run_xfers(struct io_uring *ring, bool write, int fd, unsigned int idx,
+		     const struct xfer *x, unsigned int n, unsigned int qd)
+{
+	unsigned int sub = 0, done = 0, inflight = 0;
+	struct io_uring_cqe *cqe;
+	int err = 0;
+
+	while (done < n) {
+		while (sub < n && inflight < qd) {
+			struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+
+			if (!sqe)
+				break;
+			if (write)
+				io_uring_prep_write_fixed(sqe, fd,
+					(void *)(uintptr_t)x[sub].buf_off,
+					x[sub].len, x[sub].file_off, idx);
+			else
+				io_uring_prep_read_fixed(sqe, fd,
+					(void *)(uintptr_t)x[sub].buf_off,
+					x[sub].len, x[sub].file_off, idx);
+			sqe->user_data = sub++;
+			inflight++;
+		}
+		if (io_uring_submit_and_wait(ring, 1) < 0)
+			return -EIO;
+		while (io_uring_peek_cqe(ring, &cqe) == 0) {
+			if (cqe->res != (int)x[cqe->user_data].len && !err)
+				err = cqe->res < 0 ? cqe->res : -EIO;
+			io_uring_cqe_seen(ring, cqe);
+			inflight--;
+			done++;
+		}
+	}
+	return err;
+}
+
+/*
+ * Random transfers (4 KiB to 256 KiB at random 4 KiB-aligned places of
+ * their own 256 KiB slot of the file and of the buffers) at queue depths
+ * 1 to 64: written from a udmabuf into a new file (allocating blocks and
+ * extending it), read back into a heap buffer, checked through the heap
+ * buffer's CPU view and through a buffered pread of the file.
+ */
+TEST_F(files, round_trip_at_random_offsets_and_queue_depths)
+{
+	const unsigned int qds[] = { 1, 8, 64 }, n = 24, slot = 256 * KiB;
+	struct xfer x[24];
+	const char *path = fpath(self->dir, "round-trip");
+	unsigned int q, i;
+	int fd;
+
+	fd = new_file(self->dir, "round-trip");
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, register_pair(self, fd));
+	srandom(0x5eed);
+	for (q = 0; q < 3; q++) {
+		uint64_t seed = 0xf11e0 + q;
+
+		for (i = 0; i < n; i++) {
+			unsigned int len = (1 + random() % (slot / (4 * KiB))) * 4 * KiB;
+			unsigned int room = (slot - len) / (4 * KiB);
+
+			x[i].len = len;
+			x[i].buf_off = i * slot + (random() % (room + 1)) * 4 * KiB;
+			x[i].file_off = (q * n + i) * slot +
+					(random() % (room + 1)) * 4 * KiB;
+			pattern_fill(self->umap + x[i].buf_off, len, seed,
+				     x[i].file_off);
+		}
+		ASSERT_EQ(0, run_xfers(&self->ring, true, fd, 0, x, n, qds[q]));
+		heap_fill(self, 0xee);
+		ASSERT_EQ(0, run_xfers(&self->ring, false, fd, 1, x, n, qds[q]));
+		for (i = 0; i < n; i++) {
+			EXPECT_EQ(-1, heap_check(self, x[i].buf_off, x[i].len,
+						 seed, x[i].file_off))
+				TH_LOG("qd %u transfer %u", qds[q], i);
+			EXPECT_EQ(-1, file_check(path, x[i].file_off, x[i].len,
+						 seed))
+				TH_LOG("qd %u transfer %u", qds[q], i);
+		}
+	}
+	close(fd);
+	unlink(path);
+}
+
+/*
+ * A sparse file with a hole, data, and a preallocated (unwritten) range:
+ * reading all of it into a dma-buf full of 0xee gives zeroes where the file
+ * has no data (written by the CPU through the exporter's kernel mapping)
+ * and the data where it has.
+ */
+TEST_F(files, holes_and_unwritten_extents_read_as_zeroes)
+{
+	const size_t len = 2 * MiB;
+	const uint64_t data = 512 * KiB, prealloc = MiB, seed = 0x401e;
+	const char *path = fpath(self->dir, "sparse");
+	int fd;
+
+	fd = new_file(self->dir, "sparse");
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, ftruncate(fd, len));
+	ASSERT_EQ(0, fallocate(fd, FALLOC_FL_KEEP_SIZE, prealloc, 512 * KiB));
+	ASSERT_EQ(0, register_pair(self, fd));
+	pattern_fill(self->umap, 64 * KiB, seed, data);
+	ASSERT_EQ(64 * KiB, dmabufrw_rw_fixed(&self->ring, true, fd, 0, 0,
+					      64 * KiB, data));
+
+	heap_fill(self, 0xee);
+	ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, false, fd, 1, 0,
+					      len, 0));
+	dmabufrw_cpu_begin(self->heap, DMA_BUF_SYNC_READ);
+	EXPECT_EQ(-1, first_not(self->hmap, data, 0));
+	EXPECT_EQ(-1, pattern_check(self->hmap + data, 64 * KiB, seed, data));
+	EXPECT_EQ(-1, first_not(self->hmap + data + 64 * KiB,
+				len - data - 64 * KiB, 0));
+	/* past the read: untouched */
+	EXPECT_EQ(-1, first_not(self->hmap + len, 64 * KiB, 0xee));
+	dmabufrw_cpu_end(self->heap, DMA_BUF_SYNC_READ);
+	close(fd);
+	unlink(path);
+}
+
+/*
+ * An exporter without a kernel mapping (the test exporter) cannot have a
+ * hole zeroed: the read fails with EOPNOTSUPP, while data reads work.
+ */
+TEST_F(files, hole_read_without_a_kernel_mapping_fails_with_eopnotsupp)
+{
+	const char *path = fpath(self->dir, "texp-hole");
+	int ctl, dbuf, fd;
+	void *p;
+
+	ctl = texp_open();
+	ASSERT_LE(0, ctl) TH_LOG("%s: %s", TEXP_DEV, strerror(-ctl));
+	dbuf = texp_create(ctl, MiB, 0);
+	ASSERT_LE(0, dbuf);
+	fd = new_file(self->dir, "texp-hole");
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, ftruncate(fd, MiB));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 2, dbuf, fd));
+	ASSERT_EQ(0, posix_memalign(&p, 4096, 64 * KiB));
+	pattern_fill(p, 64 * KiB, 0x7e, 0);
+	ASSERT_EQ(0, texp_rw(ctl, dbuf, 1, 0, p, 64 * KiB));
+	ASSERT_EQ(64 * KiB, dmabufrw_rw_fixed(&self->ring, true, fd, 2, 0,
+					      64 * KiB, 0));
+	EXPECT_EQ(64 * KiB, dmabufrw_rw_fixed(&self->ring, false, fd, 2,
+					      64 * KiB, 64 * KiB, 0));
+	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&self->ring, false, fd, 2, 0,
+						 128 * KiB, 0));
+	/* a read that ends at EOF in a hole needs no zeroes: nothing to fill */
+	ASSERT_EQ(0, ftruncate(fd, 64 * KiB));
+	EXPECT_EQ(64 * KiB, dmabufrw_rw_fixed(&self->ring, false, fd, 2, 0,
+					      128 * KiB, 0));
+	free(p);
+	dmabufrw_unregister_slot(&self->ring, 2);
+	close(fd);
+	close(dbuf);
+	close(ctl);
+	unlink(path);
+}
+
+/* A WRITE_FIXED with RWF_* flags (@rw_flags), waited for: its result. */
+static int write_fixed_flags(struct io_uring *ring, int fd, unsigned int idx,
+			     uint64_t addr, unsigned int len, uint64_t off,
+			     int rw_flags)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+	struct io_uring_cqe *cqe;
+	int ret;
+
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_write_fixed(sqe, fd, (void *)(uintptr_t)addr, len, off, idx);
+	sqe->rw_flags = rw_flags;
+	ret = io_uring_submit_and_wait(ring, 1);
+	if (ret < 0)
+		return ret;
+	ret = io_uring_wait_cqe(ring, &cqe);
+	if (ret < 0)
+		return ret;
+	ret = cqe->res;
+	io_uring_cqe_seen(ring, cqe);
+	return ret;
+}
+
+/*
+ * Reads across EOF return exactly the bytes before it; writes past EOF and
+ * O_APPEND writes extend the file, RWF_DSYNC ones (FUA or a flush at
+ * completion) too.
+ */
+TEST_F(files, eof_reads_are_short_and_writes_extend_the_file)
+{
+	const char *path = fpath(self->dir, "eof");
+	struct stat st;
+	int fd, afd;
+
+	fd = new_file(self->dir, "eof");
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, register_pair(self, fd));
+	pattern_fill(self->umap, 64 * KiB, 0xe0f, 0);
+	ASSERT_EQ(16 * KiB, dmabufrw_rw_fixed(&self->ring, true, fd, 0, 0,
+					      16 * KiB, 0));
+	ASSERT_EQ(0, ftruncate(fd, 10000));
+	EXPECT_EQ(10000, dmabufrw_rw_fixed(&self->ring, false, fd, 1, 0,
+					   16 * KiB, 0));
+	EXPECT_EQ(10000 - 8192, dmabufrw_rw_fixed(&self->ring, false, fd, 1, 0,
+						  8 * KiB, 8192));
+	EXPECT_EQ(0, dmabufrw_rw_fixed(&self->ring, false, fd, 1, 0, 4 * KiB,
+				       12 * KiB));
+	EXPECT_EQ(-1, heap_check(self, 0, 10000 - 8192, 0xe0f, 8192));
+
+	/* a write past EOF leaves a hole and moves EOF */
+	EXPECT_EQ(8 * KiB, dmabufrw_rw_fixed(&self->ring, true, fd, 0, 0,
+					     8 * KiB, MiB));
+	ASSERT_EQ(0, fstat(fd, &st));
+	EXPECT_EQ(MiB + 8 * KiB, st.st_size);
+
+	/* appends, through another file of the same registration */
+	afd = open(path, O_RDWR | O_APPEND | O_DIRECT);
+	ASSERT_LE(0, afd);
+	EXPECT_EQ(8 * KiB, dmabufrw_rw_fixed(&self->ring, true, afd, 0,
+					     16 * KiB, 8 * KiB, 0));
+	EXPECT_EQ(8 * KiB, dmabufrw_rw_fixed(&self->ring, true, afd, 0,
+					     24 * KiB, 8 * KiB, 0));
+	ASSERT_EQ(0, fstat(fd, &st));
+	EXPECT_EQ(MiB + 24 * KiB, st.st_size);
+	EXPECT_EQ(-1, file_check_at(path, MiB + 8 * KiB, 16 * KiB, 0xe0f,
+				    16 * KiB));
+
+	/* data sync: an overwrite (FUA) and an extending append */
+	EXPECT_EQ(4 * KiB, write_fixed_flags(&self->ring, fd, 0, 32 * KiB,
+					     4 * KiB, 0, RWF_DSYNC));
+	EXPECT_EQ(4 * KiB, write_fixed_flags(&self->ring, afd, 0, 36 * KiB,
+					     4 * KiB, 0, RWF_DSYNC));
+	ASSERT_EQ(0, fstat(fd, &st));
+	EXPECT_EQ(MiB + 28 * KiB, st.st_size);
+	EXPECT_EQ(-1, file_check_at(path, 0, 4 * KiB, 0xe0f, 32 * KiB));
+	EXPECT_EQ(-1, file_check_at(path, MiB + 24 * KiB, 4 * KiB, 0xe0f,
+				    36 * KiB));
+	close(afd);
+	close(fd);
+	unlink(path);
+}
+
+/*
+ * One registration, made with one file, serves direct I/O on every regular
+ * file of that file system (100 files, interleaved); a file of the other
+ * file system, the raw namespace the file system is on and a tmpfs file
+ * are refused with EBADF.
+ */
+TEST_F(files, one_registration_serves_every_file_of_the_file_system)
+{
+	const unsigned int nr = 100, len = 8 * KiB;
+	int fds[100], fd, raw, i;
+	char name[32], dev[64];
+
+	for (i = 0; i < (int)nr; i++) {
+		snprintf(name, sizeof(name), "many-%d", i);
+		fds[i] = new_file(self->dir, name);
+		ASSERT_LE(0, fds[i]);
+	}
+	ASSERT_EQ(0, register_pair(self, fds[0]));
+	/* interleaved: each round writes a block of every file */
+	for (int round = 0; round < 2; round++)
+		for (i = 0; i < (int)nr; i++) {
+			uint64_t boff = (i * 2 + round) * len;
+
+			pattern_fill(self->umap + boff, len, i, round * len);
+			ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, true,
+					fds[i], 0, boff, len, round * len));
+		}
+	heap_fill(self, 0xee);
+	for (i = nr - 1; i >= 0; i--)
+		ASSERT_EQ(2 * (int)len, dmabufrw_rw_fixed(&self->ring, false,
+					fds[i], 1, i * 2 * len, 2 * len, 0));
+	for (i = 0; i < (int)nr; i++) {
+		snprintf(name, sizeof(name), "many-%d", i);
+		EXPECT_EQ(-1, heap_check(self, i * 2 * len, 2 * len, i, 0))
+			TH_LOG("file %d", i);
+		EXPECT_EQ(-1, file_check(fpath(self->dir, name), 0, 2 * len, i))
+			TH_LOG("file %d", i);
+	}
+
+	fd = new_file(self->other, "not-mine");
+	ASSERT_LE(0, fd);
+	EXPECT_EQ(-EBADF, dmabufrw_rw_fixed(&self->ring, true, fd, 0, 0, len, 0));
+	close(fd);
+	nvme_ns_name(variant->ext4 ? 3 : 4, name, sizeof(name));
+	snprintf(dev, sizeof(dev), "/dev/%s", name);
+	raw = open(dev, O_RDONLY | O_DIRECT);
+	ASSERT_LE(0, raw);
+	EXPECT_EQ(-EBADF, dmabufrw_rw_fixed(&self->ring, false, raw, 1, 0, len, 0));
+	close(raw);
+	fd = open("/tmp/not-mine", O_RDWR | O_CREAT | O_DIRECT, 0600);
+	ASSERT_LE(0, fd);
+	EXPECT_EQ(-EBADF, dmabufrw_rw_fixed(&self->ring, false, fd, 1, 0, len, 0));
+	close(fd);
+	unlink("/tmp/not-mine");
+
+	for (i = 0; i < (int)nr; i++) {
+		snprintf(name, sizeof(name), "many-%d", i);
+		close(fds[i]);
+		unlink(fpath(self->dir, name));
+	}
+}
+
+/* The bytes of @path, compared with @len bytes of @expect. */
+static bool file_is(const char *path, const void *expect, size_t len)
+{
+	char *buf = malloc(len + 1);
+	int fd = open(path, O_RDONLY);
+	bool same = false;
+
+	if (buf && fd >= 0)
+		same = pread(fd, buf, len + 1, 0) == (ssize_t)len &&
+		       !memcmp(buf, expect, len);
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	return same;
+}
+
+/*
+ * Misaligned offsets and lengths fail with EINVAL, a file not open for
+ * direct I/O with EINVAL, and nothing of the file changes.
+ */
+TEST_F(files, misaligned_or_buffered_io_fails_with_einval)
+{
+	const char *path = fpath(self->dir, "refuse");
+	static char old[16 * KiB];
+	int fd, bfd;
+
+	memset(old, 0x3c, sizeof(old));
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ((ssize_t)sizeof(old), write(fd, old, sizeof(old)));
+	ASSERT_EQ(0, fsync(fd));
+	close(fd);
+	fd = open(path, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, register_pair(self, fd));
+	memset(self->umap, 0x5a, 64 * KiB);
+
+	/* file offset, length, dma-buf offset */
+	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&self->ring, true, fd, 0, 0,
+					     4 * KiB, 100));
+	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&self->ring, true, fd, 0, 0, 100, 0));
+	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&self->ring, true, fd, 0, 2,
+					     4 * KiB, 0));
+	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&self->ring, false, fd, 1, 0,
+					     4 * KiB, 100));
+	/* a file of the file system without O_DIRECT: no buffered copy */
+	bfd = open(path, O_RDWR);
+	ASSERT_LE(0, bfd);
+	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&self->ring, true, bfd, 0, 0,
+					     4 * KiB, 0));
+	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&self->ring, false, bfd, 1, 0,
+					     4 * KiB, 0));
+	close(bfd);
+	EXPECT_TRUE(file_is(path, old, sizeof(old)));
+	close(fd);
+	unlink(path);
+}
+
+/*
+ * ext4 files whose data the CPU would copy are refused with EOPNOTSUPP and
+ * keep their bytes: inline data, and every file of a data=journal mount.
+ */
+/* The modes of ext4 alone, on the same set-up as the files tests. */
+FIXTURE(ext4_modes) {
+	FIXTURE_DATA(files) f;
+};
+
+FIXTURE_SETUP(ext4_modes)
+{
+	REQUIRE_DMABUF_IO();
+	fs_env_setup(_metadata, &self->f, true);
+}
+
+FIXTURE_TEARDOWN(ext4_modes)
+{
+	fs_env_teardown(_metadata, &self->f);
+}
+
+TEST_F(ext4_modes, inline_and_journalled_files_fail_with_eopnotsupp)
+{
+	FIXTURE_DATA(files) *f = &self->f;
+	const char *ipath = fpath(f->dir, "inline");
+	const char *jpath = fpath(f->dir, "journalled");
+	static char old[8 * KiB];
+	int fd, ret;
+
+	memset(old, 0x6b, sizeof(old));
+	memset(f->umap, 0x5a, 64 * KiB);
+
+	/* 50 bytes fit in the inode (mkfs -O inline_data) */
+	fd = open(ipath, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(50, write(fd, old, 50));
+	ASSERT_EQ(0, fsync(fd));
+	close(fd);
+	fd = open(ipath, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, register_pair(f, fd));
+	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&f->ring, false, fd, 1, 0,
+						 4 * KiB, 0));
+	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&f->ring, true, fd, 0, 0,
+						 4 * KiB, 0));
+	close(fd);
+	EXPECT_TRUE(file_is(ipath, old, 50));
+	unlink(ipath);
+
+	/* data=journal: every write goes through the journal, by the CPU */
+	ASSERT_EQ(0, dmabufrw_unregister_slot(&f->ring, 0));
+	ASSERT_EQ(0, dmabufrw_unregister_slot(&f->ring, 1));
+	ASSERT_EQ(0, umount_busy(EXT4_MNT));
+	ret = mount_ns(3, 1, "ext4", EXT4_MNT, "data=journal");
+	ASSERT_EQ(0, ret) TH_LOG("mount data=journal: %s", strerror(-ret));
+	fd = open(jpath, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ((ssize_t)sizeof(old), write(fd, old, sizeof(old)));
+	ASSERT_EQ(0, fsync(fd));
+	close(fd);
+	fd = open(jpath, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, register_pair(f, fd));
+	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&f->ring, true, fd, 0, 0,
+						 4 * KiB, 0));
+	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&f->ring, false, fd, 1, 0,
+						 4 * KiB, 0));
+	close(fd);
+	EXPECT_TRUE(file_is(jpath, old, sizeof(old)));
+	unlink(jpath);
+}
+
+TEST_HARNESS_MAIN
