@@ -13,12 +13,14 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -69,6 +71,11 @@ static int umount_busy(const char *dir)
 			return -errno;
 		usleep(50 * 1000);
 	}
+	/*
+	 * Still busy: a failed test left a file open.  Detach the mount so
+	 * that the next test can mount the device again, and fail this one.
+	 */
+	umount2(dir, MNT_DETACH);
 	return -EBUSY;
 }
 
@@ -350,7 +357,8 @@ TEST_F(files, holes_and_unwritten_extents_read_as_zeroes)
 
 /*
  * An exporter without a kernel mapping (the test exporter) cannot have a
- * hole zeroed: the read fails with EOPNOTSUPP, while data reads work.
+ * hole zeroed: a read ends short at the first hole before EOF, and one that
+ * starts in it fails with EOPNOTSUPP; data reads work.
  */
 TEST_F(files, hole_read_without_a_kernel_mapping_fails_with_eopnotsupp)
 {
@@ -373,8 +381,12 @@ TEST_F(files, hole_read_without_a_kernel_mapping_fails_with_eopnotsupp)
 					      64 * KiB, 0));
 	EXPECT_EQ(64 * KiB, dmabufrw_rw_fixed(&self->ring, false, fd, 2,
 					      64 * KiB, 64 * KiB, 0));
+	EXPECT_EQ(64 * KiB, dmabufrw_rw_fixed(&self->ring, false, fd, 2, 0,
+					      128 * KiB, 0));
 	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&self->ring, false, fd, 2, 0,
-						 128 * KiB, 0));
+						 64 * KiB, 64 * KiB));
+	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&self->ring, false, fd, 2, 0,
+						 128 * KiB, 512 * KiB));
 	/* a read that ends at EOF in a hole needs no zeroes: nothing to fill */
 	ASSERT_EQ(0, ftruncate(fd, 64 * KiB));
 	EXPECT_EQ(64 * KiB, dmabufrw_rw_fixed(&self->ring, false, fd, 2, 0,
@@ -532,6 +544,142 @@ TEST_F(files, one_registration_serves_every_file_of_the_file_system)
 	}
 }
 
+/* What races the I/O of the race test: punch, fallocate, truncate. */
+struct racer {
+	int fd;
+	size_t size;
+	volatile bool stop;
+	unsigned long ops;
+	int err;
+};
+
+static void *race_file(void *arg)
+{
+	struct racer *r = arg;
+	unsigned int seed = 0xace;
+
+	while (!r->stop) {
+		off_t off = (rand_r(&seed) % (r->size / (64 * KiB))) * 64 * KiB;
+		int ret = 0;
+
+		switch (rand_r(&seed) % 3) {
+		case 0:
+			ret = fallocate(r->fd, FALLOC_FL_PUNCH_HOLE |
+					FALLOC_FL_KEEP_SIZE, off, 64 * KiB);
+			break;
+		case 1:
+			ret = fallocate(r->fd, 0, off, 64 * KiB);
+			break;
+		case 2:
+			ret = ftruncate(r->fd, off) ?: ftruncate(r->fd, r->size);
+			break;
+		}
+		if (ret && !r->err)
+			r->err = errno;
+		r->ops++;
+	}
+	return NULL;
+}
+
+/*
+ * Reads and writes of a file at queue depth 16 race hole punching,
+ * preallocation and truncation of it: every I/O completes, every read
+ * finds in each block either zeroes or the data written there (never
+ * another block's, never another file's, never freed blocks' stale
+ * contents), and an unlinked file keeps serving its open descriptor.
+ */
+TEST_F(files, truncate_punch_and_fallocate_race_io_in_flight)
+{
+	const size_t size = 4 * MiB, chunk = 64 * KiB;
+	const unsigned int qd = 16, rounds = 600;
+	const uint64_t seed = 0x4ace;
+	const char *path = fpath(self->dir, "race");
+	unsigned int sub = 0, done = 0, inflight = 0, bad = 0, errs = 0;
+	uint64_t pos_of[16];
+	bool read_of[16], busy[16] = { false };
+	struct racer r = { .size = size };
+	struct io_uring_cqe *cqe;
+	pthread_t t;
+	int fd;
+
+	fd = new_file(self->dir, "race");
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, register_pair(self, fd));
+	/* the udmabuf holds the pattern of the whole file, by file position */
+	pattern_fill(self->umap, size, seed, 0);
+	ASSERT_EQ((int)size, dmabufrw_rw_fixed(&self->ring, true, fd, 0, 0,
+					       size, 0));
+	ASSERT_EQ(0, unlink(path));	/* the open file goes on */
+	r.fd = fd;
+	ASSERT_EQ(0, pthread_create(&t, NULL, race_file, &r));
+	srandom(0x4ace);
+	while (done < rounds) {
+		while (sub < rounds && inflight < qd) {
+			struct io_uring_sqe *sqe = io_uring_get_sqe(&self->ring);
+			unsigned int i;
+			uint64_t pos;
+
+			if (!sqe)
+				break;
+			for (i = 0; busy[i]; i++)
+				;
+			pos = (random() % (size / chunk)) * chunk;
+			read_of[i] = random() % 2;
+			pos_of[i] = pos;
+			busy[i] = true;
+			if (read_of[i])
+				io_uring_prep_read_fixed(sqe, fd,
+					(void *)(uintptr_t)(i * chunk), chunk,
+					pos, 1);
+			else
+				io_uring_prep_write_fixed(sqe, fd,
+					(void *)(uintptr_t)pos, chunk, pos, 0);
+			sqe->user_data = i;
+			sub++;
+			inflight++;
+		}
+		ASSERT_LE(0, io_uring_submit_and_wait(&self->ring, 1));
+		while (io_uring_peek_cqe(&self->ring, &cqe) == 0) {
+			unsigned int i = cqe->user_data;
+			int res = cqe->res;
+
+			io_uring_cqe_seen(&self->ring, cqe);
+			busy[i] = false;
+			inflight--;
+			done++;
+			/* a read past a truncation ends short; nothing fails */
+			if (res < 0 || (!read_of[i] && res != (int)chunk)) {
+				if (!errs++)
+					TH_LOG("%s at %llu: %d", read_of[i] ?
+					       "read" : "write",
+					       (unsigned long long)pos_of[i], res);
+				continue;
+			}
+			if (!read_of[i])
+				continue;
+			dmabufrw_cpu_begin(self->heap, DMA_BUF_SYNC_READ);
+			for (int b = 0; b < res / 4096; b++) {
+				const void *p = self->hmap + i * chunk + b * 4096;
+				uint64_t at = pos_of[i] + b * 4096;
+
+				if (first_not(p, 4096, 0) != -1 &&
+				    pattern_check(p, 4096, seed, at) != -1 &&
+				    !bad++)
+					TH_LOG("read at %llu: block %d is neither zeroes nor its data",
+					       (unsigned long long)pos_of[i], b);
+			}
+			dmabufrw_cpu_end(self->heap, DMA_BUF_SYNC_READ);
+		}
+	}
+	r.stop = true;
+	pthread_join(t, NULL);
+	EXPECT_EQ(0, errs);
+	EXPECT_EQ(0, bad);
+	EXPECT_EQ(0, r.err) TH_LOG("racer: %s", strerror(r.err));
+	EXPECT_LT(50, r.ops) TH_LOG("only %lu racing operations", r.ops);
+	close(fd);
+}
+
 /* The bytes of @path, compared with @len bytes of @expect. */
 static bool file_is(const char *path, const void *expect, size_t len)
 {
@@ -585,6 +733,31 @@ TEST_F(files, misaligned_or_buffered_io_fails_with_einval)
 	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&self->ring, false, bfd, 1, 0,
 					     4 * KiB, 0));
 	close(bfd);
+
+	/*
+	 * Registrations made with a read-only and a write-only target are
+	 * mapped for one direction: another file's I/O in the other one is
+	 * refused before the file system does anything, even where the CPU
+	 * alone would serve it (a hole's zeroes).
+	 */
+	ASSERT_EQ(0, ftruncate(fd, sizeof(old) + 64 * KiB));
+	bfd = open(path, O_RDONLY | O_DIRECT);
+	ASSERT_LE(0, bfd);
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 2, self->ubuf, bfd));
+	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&self->ring, true, fd, 2, 0,
+					     4 * KiB, 0));
+	close(bfd);
+	bfd = open(path, O_WRONLY | O_DIRECT);
+	ASSERT_LE(0, bfd);
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 3, self->heap, bfd));
+	heap_fill(self, 0xee);
+	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&self->ring, false, fd, 3, 0,
+					     4 * KiB, sizeof(old)));
+	dmabufrw_cpu_begin(self->heap, DMA_BUF_SYNC_READ);
+	EXPECT_EQ(-1, first_not(self->hmap, 4 * KiB, 0xee));
+	dmabufrw_cpu_end(self->heap, DMA_BUF_SYNC_READ);
+	close(bfd);
+	ASSERT_EQ(0, ftruncate(fd, sizeof(old)));
 	EXPECT_TRUE(file_is(path, old, sizeof(old)));
 	close(fd);
 	unlink(path);
