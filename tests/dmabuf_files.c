@@ -36,49 +36,6 @@
 #define KiB	1024UL
 #define MiB	(1024UL * 1024)
 
-#define EXT4_MNT	"/mnt/ext4"
-#define XFS_MNT		"/mnt/xfs"
-
-/* Mount @nsid's namespace (partition @part, or the whole of it if 0). */
-static int mount_ns(unsigned int nsid, int part, const char *type,
-		    const char *dir, const char *opts)
-{
-	char name[64], dev[96];
-
-	nvme_ns_name(nsid, name, sizeof(name));
-	if (part)
-		snprintf(dev, sizeof(dev), "/dev/%sp%d", name, part);
-	else
-		snprintf(dev, sizeof(dev), "/dev/%s", name);
-	mkdir("/mnt", 0755);
-	mkdir(dir, 0755);
-	if (mount(dev, dir, type, 0, opts))
-		return -errno;
-	return 0;
-}
-
-/*
- * Unmount @dir, waiting while it is busy: the ring's registrations hold
- * their target files until the ring's exit work and the registrations'
- * release work have run, after io_uring_queue_exit() returned.
- */
-static int umount_busy(const char *dir)
-{
-	for (int i = 0; i < 200; i++) {
-		if (!umount(dir))
-			return 0;
-		if (errno != EBUSY)
-			return -errno;
-		usleep(50 * 1000);
-	}
-	/*
-	 * Still busy: a failed test left a file open.  Detach the mount so
-	 * that the next test can mount the device again, and fail this one.
-	 */
-	umount2(dir, MNT_DETACH);
-	return -EBUSY;
-}
-
 FIXTURE(files) {
 	struct io_uring ring;
 	const char *dir;	/* this variant's file system */
