@@ -183,49 +183,6 @@ static long file_check(const char *path, uint64_t pos, size_t len, uint64_t seed
 	return file_check_at(path, pos, len, seed, pos);
 }
 
-struct xfer {
-	uint64_t buf_off, file_off;
-	unsigned int len;
-};
-
-/* Queue @n fixed I/Os on @fd at queue depth @qd; 0 or the first bad result. */
-static int run_xfers(struct io_uring *ring, bool write, int fd, unsigned int idx,
-		     const struct xfer *x, unsigned int n, unsigned int qd)
-{
-	unsigned int sub = 0, done = 0, inflight = 0;
-	struct io_uring_cqe *cqe;
-	int err = 0;
-
-	while (done < n) {
-		while (sub < n && inflight < qd) {
-			struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
-
-			if (!sqe)
-				break;
-			if (write)
-				io_uring_prep_write_fixed(sqe, fd,
-					(void *)(uintptr_t)x[sub].buf_off,
-					x[sub].len, x[sub].file_off, idx);
-			else
-				io_uring_prep_read_fixed(sqe, fd,
-					(void *)(uintptr_t)x[sub].buf_off,
-					x[sub].len, x[sub].file_off, idx);
-			sqe->user_data = sub++;
-			inflight++;
-		}
-		if (io_uring_submit_and_wait(ring, 1) < 0)
-			return -EIO;
-		while (io_uring_peek_cqe(ring, &cqe) == 0) {
-			if (cqe->res != (int)x[cqe->user_data].len && !err)
-				err = cqe->res < 0 ? cqe->res : -EIO;
-			io_uring_cqe_seen(ring, cqe);
-			inflight--;
-			done++;
-		}
-	}
-	return err;
-}
-
 /*
  * Random transfers (4 KiB to 256 KiB at random 4 KiB-aligned places of
  * their own 256 KiB slot of the file and of the buffers) at queue depths
@@ -236,7 +193,7 @@ static int run_xfers(struct io_uring *ring, bool write, int fd, unsigned int idx
 TEST_F(files, round_trip_at_random_offsets_and_queue_depths)
 {
 	const unsigned int qds[] = { 1, 8, 64 }, n = 24, slot = 256 * KiB;
-	struct xfer x[24];
+	struct fixed_io x[24];
 	const char *path = fpath(self->dir, "round-trip");
 	unsigned int q, i;
 	int fd;
@@ -254,19 +211,19 @@ TEST_F(files, round_trip_at_random_offsets_and_queue_depths)
 
 			x[i].len = len;
 			x[i].buf_off = i * slot + (random() % (room + 1)) * 4 * KiB;
-			x[i].file_off = (q * n + i) * slot +
+			x[i].off = (q * n + i) * slot +
 					(random() % (room + 1)) * 4 * KiB;
 			pattern_fill(self->umap + x[i].buf_off, len, seed,
-				     x[i].file_off);
+				     x[i].off);
 		}
-		ASSERT_EQ(0, run_xfers(&self->ring, true, fd, 0, x, n, qds[q]));
+		ASSERT_EQ(0, fixed_io_batch(&self->ring, true, fd, 0, x, n, qds[q]));
 		heap_fill(self, 0xee);
-		ASSERT_EQ(0, run_xfers(&self->ring, false, fd, 1, x, n, qds[q]));
+		ASSERT_EQ(0, fixed_io_batch(&self->ring, false, fd, 1, x, n, qds[q]));
 		for (i = 0; i < n; i++) {
 			EXPECT_EQ(-1, heap_check(self, x[i].buf_off, x[i].len,
-						 seed, x[i].file_off))
+						 seed, x[i].off))
 				TH_LOG("qd %u transfer %u", qds[q], i);
-			EXPECT_EQ(-1, file_check(path, x[i].file_off, x[i].len,
+			EXPECT_EQ(-1, file_check(path, x[i].off, x[i].len,
 						 seed))
 				TH_LOG("qd %u transfer %u", qds[q], i);
 		}
@@ -724,6 +681,35 @@ TEST_F(files, misaligned_or_buffered_io_fails_with_einval)
  * ext4 files whose data the CPU would copy are refused with EOPNOTSUPP and
  * keep their bytes: inline data, and every file of a data=journal mount.
  */
+/*
+ * Write @len bytes of @old to a new @path with buffered I/O, register the
+ * fixture's buffers with it open for direct I/O, and expect dma-buf reads
+ * and writes of it to fail with EOPNOTSUPP and leave its bytes alone.
+ */
+static void expect_refused_file(struct __test_metadata *_metadata,
+				FIXTURE_DATA(files) *f, const char *path,
+				const char *old, size_t len)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+
+	ASSERT_LE(0, fd);
+	ASSERT_EQ((ssize_t)len, write(fd, old, len));
+	ASSERT_EQ(0, fsync(fd));
+	close(fd);
+	fd = open(path, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, register_pair(f, fd));
+	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&f->ring, false, fd, 1, 0,
+						 4 * KiB, 0));
+	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&f->ring, true, fd, 0, 0,
+						 4 * KiB, 0));
+	ASSERT_EQ(0, dmabufrw_unregister_slot(&f->ring, 0));
+	ASSERT_EQ(0, dmabufrw_unregister_slot(&f->ring, 1));
+	close(fd);
+	EXPECT_TRUE(file_is(path, old, len));
+	unlink(path);
+}
+
 /* The modes of ext4 alone, on the same set-up as the files tests. */
 FIXTURE(ext4_modes) {
 	FIXTURE_DATA(files) f;
@@ -746,49 +732,19 @@ TEST_F(ext4_modes, inline_and_journalled_files_fail_with_eopnotsupp)
 	const char *ipath = fpath(f->dir, "inline");
 	const char *jpath = fpath(f->dir, "journalled");
 	static char old[8 * KiB];
-	int fd, ret;
+	int ret;
 
 	memset(old, 0x6b, sizeof(old));
 	memset(f->umap, 0x5a, 64 * KiB);
 
 	/* 50 bytes fit in the inode (mkfs -O inline_data) */
-	fd = open(ipath, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	ASSERT_LE(0, fd);
-	ASSERT_EQ(50, write(fd, old, 50));
-	ASSERT_EQ(0, fsync(fd));
-	close(fd);
-	fd = open(ipath, O_RDWR | O_DIRECT);
-	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, register_pair(f, fd));
-	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&f->ring, false, fd, 1, 0,
-						 4 * KiB, 0));
-	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&f->ring, true, fd, 0, 0,
-						 4 * KiB, 0));
-	close(fd);
-	EXPECT_TRUE(file_is(ipath, old, 50));
-	unlink(ipath);
+	expect_refused_file(_metadata, f, ipath, old, 50);
 
 	/* data=journal: every write goes through the journal, by the CPU */
-	ASSERT_EQ(0, dmabufrw_unregister_slot(&f->ring, 0));
-	ASSERT_EQ(0, dmabufrw_unregister_slot(&f->ring, 1));
 	ASSERT_EQ(0, umount_busy(EXT4_MNT));
 	ret = mount_ns(3, 1, "ext4", EXT4_MNT, "data=journal");
 	ASSERT_EQ(0, ret) TH_LOG("mount data=journal: %s", strerror(-ret));
-	fd = open(jpath, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	ASSERT_LE(0, fd);
-	ASSERT_EQ((ssize_t)sizeof(old), write(fd, old, sizeof(old)));
-	ASSERT_EQ(0, fsync(fd));
-	close(fd);
-	fd = open(jpath, O_RDWR | O_DIRECT);
-	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, register_pair(f, fd));
-	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&f->ring, true, fd, 0, 0,
-						 4 * KiB, 0));
-	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&f->ring, false, fd, 1, 0,
-						 4 * KiB, 0));
-	close(fd);
-	EXPECT_TRUE(file_is(jpath, old, sizeof(old)));
-	unlink(jpath);
+	expect_refused_file(_metadata, f, jpath, old, sizeof(old));
 }
 
 TEST_HARNESS_MAIN

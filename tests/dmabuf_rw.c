@@ -213,52 +213,6 @@ TEST_F(dmabuf_rw, io_errors)
 	close(memfd);
 }
 
-/* Queue @n fixed I/Os of one direction and reap them, checking each length. */
-struct io_desc {
-	uint64_t buf_off;
-	uint64_t disk_off;
-	unsigned int len;
-	bool read;
-};
-
-static int batch_io(struct io_uring *ring, bool write, int fd, unsigned int idx,
-		    const struct io_desc *d, unsigned int n, unsigned int qd)
-{
-	unsigned int sub = 0, done = 0, inflight = 0;
-	struct io_uring_cqe *cqe;
-	int err = 0;
-
-	while (done < n) {
-		while (sub < n && inflight < qd) {
-			struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
-
-			if (!sqe)
-				break;
-			if (write)
-				io_uring_prep_write_fixed(sqe, fd,
-					(void *)(uintptr_t)d[sub].buf_off,
-					d[sub].len, d[sub].disk_off, idx);
-			else
-				io_uring_prep_read_fixed(sqe, fd,
-					(void *)(uintptr_t)d[sub].buf_off,
-					d[sub].len, d[sub].disk_off, idx);
-			sqe->user_data = sub;
-			sub++;
-			inflight++;
-		}
-		if (io_uring_submit_and_wait(ring, 1) < 0)
-			return -EIO;
-		while (io_uring_peek_cqe(ring, &cqe) == 0) {
-			if (cqe->res != (int)d[cqe->user_data].len && !err)
-				err = cqe->res < 0 ? cqe->res : -EIO;
-			io_uring_cqe_seen(ring, cqe);
-			inflight--;
-			done++;
-		}
-	}
-	return err;
-}
-
 /*
  * Random transfers (4 KiB to 1 MiB, at random offsets in the dma-buf and on
  * disk) at queue depths 1 to 128: write them from a udmabuf, read them back
@@ -267,7 +221,7 @@ static int batch_io(struct io_uring *ring, bool write, int fd, unsigned int idx,
 TEST_F(dmabuf_rw, random_offsets_and_queue_depths)
 {
 	const unsigned int qds[] = { 1, 8, 32, 128 }, n = 48;
-	struct io_desc d[48];
+	struct fixed_io d[48];
 	struct buf_pair p;
 
 	pair_setup(_metadata, &p, &self->ring, self->fd, 32 * MiB);
@@ -285,7 +239,7 @@ TEST_F(dmabuf_rw, random_offsets_and_queue_depths)
 				(random() % (257 - pages)) * 4096 % MiB;
 			if (d[i].buf_off + d[i].len > (uint64_t)(i % 32 + 1) * MiB)
 				d[i].buf_off = (uint64_t)(i % 32) * MiB;
-			d[i].disk_off = (uint64_t)(64 + 2 * i) * MiB +
+			d[i].off = (uint64_t)(64 + 2 * i) * MiB +
 				(random() % 64) * 4096;
 		}
 		/* Slots repeat every 32 transfers: do them in two halves. */
@@ -294,16 +248,16 @@ TEST_F(dmabuf_rw, random_offsets_and_queue_depths)
 
 			for (unsigned int i = h; i < h + m; i++)
 				pattern_fill(p.umap + d[i].buf_off, d[i].len, seed,
-					     d[i].disk_off);
-			ASSERT_EQ(0, batch_io(&self->ring, true, self->fd, 0,
+					     d[i].off);
+			ASSERT_EQ(0, fixed_io_batch(&self->ring, true, self->fd, 0,
 					      d + h, m, qds[q]));
-			ASSERT_EQ(0, batch_io(&self->ring, false, self->fd, 1,
+			ASSERT_EQ(0, fixed_io_batch(&self->ring, false, self->fd, 1,
 					      d + h, m, qds[q]));
 			ASSERT_EQ(0, dmabufrw_cpu_begin(p.heap, DMA_BUF_SYNC_READ));
 			for (unsigned int i = h; i < h + m; i++) {
 				ASSERT_EQ(-1, pattern_check(p.hmap + d[i].buf_off,
 							    d[i].len, seed,
-							    d[i].disk_off))
+							    d[i].off))
 					TH_LOG("qd %u transfer %u: %u bytes at buffer offset %llu",
 					       qds[q], i, d[i].len,
 					       (unsigned long long)d[i].buf_off);
@@ -764,6 +718,14 @@ FIXTURE_TEARDOWN(ring_mode)
 	io_uring_queue_exit(&self->ring);
 	close(self->fd);
 }
+
+/* A transfer of the ring-mode tests, which mix directions in one batch. */
+struct io_desc {
+	uint64_t buf_off;
+	uint64_t disk_off;
+	unsigned int len;
+	bool read;
+};
 
 /* Queue @n fixed I/Os of @d at queue depth @qd and reap them all. */
 static void ring_mode_batch(struct __test_metadata *_metadata,

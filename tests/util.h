@@ -251,6 +251,56 @@ static inline int wait_attached(unsigned long ino, int attached)
 	return -1;
 }
 
+/* A fixed-buffer transfer: offset in the registered buffer and in the file. */
+struct fixed_io {
+	uint64_t buf_off;
+	uint64_t off;
+	unsigned int len;
+};
+
+/*
+ * Queue @n READ_FIXED (or WRITE_FIXED if @write) of registered buffer @idx
+ * on @fd, at most @qd in flight, and reap them: 0 if each moved its whole
+ * length, else the first bad result (-EIO for a short one).
+ */
+static inline int fixed_io_batch(struct io_uring *ring, int write, int fd,
+				 unsigned int idx, const struct fixed_io *x,
+				 unsigned int n, unsigned int qd)
+{
+	unsigned int sub = 0, done = 0, inflight = 0;
+	struct io_uring_cqe *cqe;
+	int err = 0;
+
+	while (done < n) {
+		while (sub < n && inflight < qd) {
+			struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+
+			if (!sqe)
+				break;
+			if (write)
+				io_uring_prep_write_fixed(sqe, fd,
+					(void *)(uintptr_t)x[sub].buf_off,
+					x[sub].len, x[sub].off, idx);
+			else
+				io_uring_prep_read_fixed(sqe, fd,
+					(void *)(uintptr_t)x[sub].buf_off,
+					x[sub].len, x[sub].off, idx);
+			sqe->user_data = sub++;
+			inflight++;
+		}
+		if (io_uring_submit_and_wait(ring, 1) < 0)
+			return -EIO;
+		while (io_uring_peek_cqe(ring, &cqe) == 0) {
+			if (cqe->res != (int)x[cqe->user_data].len && !err)
+				err = cqe->res < 0 ? cqe->res : -EIO;
+			io_uring_cqe_seen(ring, cqe);
+			inflight--;
+			done++;
+		}
+	}
+	return err;
+}
+
 /*
  * The test VM's file systems (scripts/mk-fs-images): ext4 on partition 1
  * of namespace 3, XFS on the whole of namespace 4.  Tests mount them for
