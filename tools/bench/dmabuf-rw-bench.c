@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
- * dmabuf-rw-bench: O_DIRECT reads or writes on a block device through
- * io_uring, from plain memory, registered user buffers or a registered
- * dma-buf, in the spirit of fio's t/io_uring.
+ * dmabuf-rw-bench: O_DIRECT reads or writes on a block device or a file
+ * (ext4, XFS) through io_uring, from plain memory, registered user buffers
+ * or a registered dma-buf, in the spirit of fio's t/io_uring.
  *
  * Each thread owns one ring, one target file descriptor and one buffer area
  * of qd * bs bytes: slot i of the queue always uses bytes [i * bs, (i + 1) *
@@ -641,7 +641,13 @@ static uint64_t device_size(const char *dev, unsigned int *lbs)
 		if (ioctl(fd, BLKGETSIZE64, &size) || ioctl(fd, BLKSSZGET, &ssz))
 			die("%s: block device size: %s", dev, strerror(errno));
 	} else if (S_ISREG(st.st_mode)) {
+		struct statx stx;
+
 		size = st.st_size;
+		/* the file system's direct I/O alignment, where it says it */
+		if (!statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) &&
+		    (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align)
+			ssz = stx.stx_dio_offset_align;
 	} else {
 		die("%s is neither a block device nor a file", dev);
 	}
@@ -692,8 +698,9 @@ static void usage(void)
 	printf(
 "Usage: " PROG " [OPTIONS] [DEVICE]\n"
 "\n"
-"O_DIRECT reads or writes on DEVICE (default /dev/nvme0n1; a regular file\n"
-"works for the kinds plain and fixed) through io_uring, one ring per thread.\n"
+"O_DIRECT reads or writes on DEVICE (default /dev/nvme0n1), or on a regular\n"
+"file of at least --offset + --size bytes (the dma-buf kinds need a file\n"
+"system with dma-buf I/O: ext4, XFS), through io_uring, one ring per thread.\n"
 "\n"
 "Workload:\n"
 "  -k, --kind KIND          buffer kind (default fixed):\n"
