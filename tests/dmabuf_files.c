@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * dma-buf direct I/O on files of ext4 and XFS: round trips, holes and
- * unwritten extents, EOF, appends, one registration serving every file of
- * the file system, and each refusal with its errno and nothing written.
+ * unwritten extents, EOF, appends, one registration (made with a file or a
+ * directory) serving every file of the file system, and each refusal with
+ * its errno and nothing written.
  *
  * The VM runner (scripts/run-vm) attaches ext4 on the first partition of
  * namespace 3 and XFS on the whole of namespace 4; every test mounts both
@@ -25,6 +26,7 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 #include <linux/fs.h>
+#include <linux/fiemap.h>
 #include <linux/dma-buf.h>
 #include <liburing.h>
 
@@ -228,6 +230,63 @@ TEST_F(files, round_trip_at_random_offsets_and_queue_depths)
 				TH_LOG("qd %u transfer %u", qds[q], i);
 		}
 	}
+	close(fd);
+	unlink(path);
+}
+
+/* The extents FIEMAP reports for @fd, or -errno. */
+static int extent_count(int fd)
+{
+	struct fiemap fm = { .fm_length = FIEMAP_MAX_OFFSET,
+			     .fm_flags = FIEMAP_FLAG_SYNC };
+
+	return ioctl(fd, FS_IOC_FIEMAP, &fm) ? -errno : (int)fm.fm_mapped_extents;
+}
+
+/*
+ * A file fragmented on purpose, every other block punched out: one read
+ * of all of it gets the data of 256 extents and the zeroes of the 256
+ * holes between them; one write over all of it overwrites the extents and
+ * allocates the holes; one read gets it all back.
+ */
+TEST_F(files, one_io_spans_hundreds_of_extents_and_holes)
+{
+	const size_t blk = 4 * KiB, len = 512 * blk;
+	const char *path = fpath(self->dir, "fragmented");
+	void *buf;
+	int fd, n;
+
+	fd = new_file(self->dir, "fragmented");
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, posix_memalign(&buf, blk, len));
+	pattern_fill(buf, len, 0xf7a9, 0);
+	ASSERT_EQ((ssize_t)len, pwrite(fd, buf, len, 0));
+	for (size_t off = blk; off < len; off += 2 * blk)
+		ASSERT_EQ(0, fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				       off, blk));
+	n = extent_count(fd);
+	ASSERT_EQ(256, n);
+	ASSERT_EQ(0, register_pair(self, fd));
+
+	heap_fill(self, 0xee);
+	ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, false, fd, 1, 0, len, 0));
+	for (size_t off = 0; off < len; off += 2 * blk) {
+		EXPECT_EQ(-1, heap_check(self, off, blk, 0xf7a9, off))
+			TH_LOG("extent at %zu", off);
+		dmabufrw_cpu_begin(self->heap, DMA_BUF_SYNC_READ);
+		EXPECT_EQ(-1, first_not(self->hmap + off + blk, blk, 0))
+			TH_LOG("hole at %zu", off + blk);
+		dmabufrw_cpu_end(self->heap, DMA_BUF_SYNC_READ);
+	}
+
+	pattern_fill(self->umap, len, 0xf7aa, 0);
+	ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, true, fd, 0, 0, len, 0));
+	heap_fill(self, 0xee);
+	ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, false, fd, 1, 0, len, 0));
+	EXPECT_EQ(-1, heap_check(self, 0, len, 0xf7aa, 0));
+	EXPECT_EQ(-1, file_check(path, 0, len, 0xf7aa));
+	TH_LOG("extents: %d punched, %d after the write", n, extent_count(fd));
+	free(buf);
 	close(fd);
 	unlink(path);
 }
@@ -456,6 +515,119 @@ TEST_F(files, one_registration_serves_every_file_of_the_file_system)
 		close(fds[i]);
 		unlink(fpath(self->dir, name));
 	}
+}
+
+/*
+ * A directory stands for its file system: a registration made with one
+ * (open for reading only and without O_DIRECT, as directories are) serves
+ * both directions on the regular files below it and beside it; each
+ * file's own open mode and O_DIRECT still apply, files of another file
+ * system are refused with EBADF, the directory itself is no I/O target
+ * (EFAULT), and a directory of a file system without dma-buf I/O
+ * (EOPNOTSUPP) or an O_PATH one (EBADF) cannot be registered.
+ */
+TEST_F(files, a_directory_registration_serves_every_file_of_the_file_system)
+{
+	const unsigned int len = 64 * KiB;
+	char sub[64];
+	int dirfd, a, b, fd;
+
+	snprintf(sub, sizeof(sub), "%s/sub", self->dir);
+	ASSERT_TRUE(!mkdir(sub, 0700) || errno == EEXIST);
+	dirfd = open(sub, O_RDONLY | O_DIRECTORY);
+	ASSERT_LE(0, dirfd);
+	ASSERT_EQ(0, register_pair(self, dirfd));
+	a = new_file(sub, "a");
+	ASSERT_LE(0, a);
+	b = new_file(self->dir, "beside");
+	ASSERT_LE(0, b);
+
+	pattern_fill(self->umap, len, 7, 0);
+	pattern_fill(self->umap + len, len, 8, 0);
+	ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, true, a, 0, 0, len, 0));
+	ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, true, b, 0, len, len, 0));
+	heap_fill(self, 0xee);
+	ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, false, a, 1, 0, len, 0));
+	ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, false, b, 1, len, len, 0));
+	EXPECT_EQ(-1, heap_check(self, 0, len, 7, 0));
+	EXPECT_EQ(-1, heap_check(self, len, len, 8, 0));
+	EXPECT_EQ(-1, file_check(fpath(sub, "a"), 0, len, 7));
+	EXPECT_EQ(-1, file_check(fpath(self->dir, "beside"), 0, len, 8));
+
+	/* the file's own mode and O_DIRECT */
+	fd = open(fpath(sub, "a"), O_RDONLY | O_DIRECT);
+	ASSERT_LE(0, fd);
+	EXPECT_EQ(-EBADF, dmabufrw_rw_fixed(&self->ring, true, fd, 0, 0, len, 0));
+	close(fd);
+	fd = open(fpath(sub, "a"), O_RDWR);
+	ASSERT_LE(0, fd);
+	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&self->ring, false, fd, 1, 0, len, 0));
+	close(fd);
+	EXPECT_EQ(-1, file_check(fpath(sub, "a"), 0, len, 7));
+	/* the directory itself, and a file of the other file system */
+	EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&self->ring, false, dirfd, 1, 0, len, 0));
+	fd = new_file(self->other, "not-mine");
+	ASSERT_LE(0, fd);
+	EXPECT_EQ(-EBADF, dmabufrw_rw_fixed(&self->ring, true, fd, 0, 0, len, 0));
+	close(fd);
+	unlink(fpath(self->other, "not-mine"));
+	close(dirfd);
+
+	/* tmpfs has no dma-buf I/O; an O_PATH descriptor is no open file */
+	fd = open("/tmp", O_RDONLY | O_DIRECTORY);
+	ASSERT_LE(0, fd);
+	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_register_dmabuf(&self->ring, 2, self->ubuf, fd));
+	close(fd);
+	fd = open(sub, O_PATH | O_DIRECTORY);
+	ASSERT_LE(0, fd);
+	EXPECT_EQ(-EBADF, dmabufrw_register_dmabuf(&self->ring, 2, self->ubuf, fd));
+	close(fd);
+
+	close(a);
+	close(b);
+	unlink(fpath(sub, "a"));
+	unlink(fpath(self->dir, "beside"));
+	EXPECT_EQ(0, rmdir(sub));
+}
+
+/*
+ * The target of a registration may go away: unlinked and closed, it stays
+ * referenced by the registration, which goes on serving the file system's
+ * other files, old and new, with the right data.
+ */
+TEST_F(files, an_unlinked_target_keeps_serving_the_other_files)
+{
+	const unsigned int len = 128 * KiB;
+	int target, old, young;
+
+	target = new_file(self->dir, "gone");
+	ASSERT_LE(0, target);
+	old = new_file(self->dir, "old");
+	ASSERT_LE(0, old);
+	ASSERT_EQ(0, register_pair(self, target));
+	ASSERT_EQ(0, unlink(fpath(self->dir, "gone")));
+	close(target);
+	young = new_file(self->dir, "young");
+	ASSERT_LE(0, young);
+
+	pattern_fill(self->umap, len, 21, 0);
+	pattern_fill(self->umap + len, len, 22, 4 * KiB);
+	ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, true, old, 0, 0, len, 0));
+	ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, true, young, 0, len, len,
+					      4 * KiB));
+	heap_fill(self, 0xee);
+	ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, false, old, 1, 0, len, 0));
+	ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, false, young, 1, len, len,
+					      4 * KiB));
+	EXPECT_EQ(-1, heap_check(self, 0, len, 21, 0));
+	EXPECT_EQ(-1, heap_check(self, len, len, 22, 4 * KiB));
+	EXPECT_EQ(-1, file_check(fpath(self->dir, "old"), 0, len, 21));
+	EXPECT_EQ(-1, file_check(fpath(self->dir, "young"), 4 * KiB, len, 22));
+
+	close(old);
+	close(young);
+	unlink(fpath(self->dir, "old"));
+	unlink(fpath(self->dir, "young"));
 }
 
 /* What races the I/O of the race test: punch, fallocate, truncate. */
