@@ -27,6 +27,7 @@
 #include <unistd.h>
 #include <linux/fs.h>
 #include <linux/fiemap.h>
+#include <linux/magic.h>
 #include <linux/dma-buf.h>
 #include <liburing.h>
 
@@ -253,11 +254,15 @@ TEST_F(files, one_io_spans_hundreds_of_extents_and_holes)
 {
 	const size_t blk = 4 * KiB, len = 512 * blk;
 	const char *path = fpath(self->dir, "fragmented");
+	struct statfs sfs;
 	void *buf;
 	int fd, n;
 
 	fd = new_file(self->dir, "fragmented");
 	ASSERT_LE(0, fd);
+	/* one block per punch (scripts/mk-fs-images makes 4 KiB blocks) */
+	ASSERT_EQ(0, fstatfs(fd, &sfs));
+	ASSERT_EQ((long)blk, (long)sfs.f_bsize);
 	ASSERT_EQ(0, posix_memalign(&buf, blk, len));
 	pattern_fill(buf, len, 0xf7a9, 0);
 	ASSERT_EQ((ssize_t)len, pwrite(fd, buf, len, 0));
@@ -521,15 +526,18 @@ TEST_F(files, one_registration_serves_every_file_of_the_file_system)
  * A directory stands for its file system: a registration made with one
  * (open for reading only and without O_DIRECT, as directories are) serves
  * both directions on the regular files below it and beside it; each
- * file's own open mode and O_DIRECT still apply, files of another file
- * system are refused with EBADF, the directory itself is no I/O target
- * (EFAULT), and a directory of a file system without dma-buf I/O
- * (EOPNOTSUPP) or an O_PATH one (EBADF) cannot be registered.
+ * file's own open mode and O_DIRECT still apply; the directory itself,
+ * files of another file system and the device under the file system are
+ * refused with EBADF; made on a read-only mount, the registration serves
+ * reads only, also once the mount is writable again (EINVAL); and a
+ * directory of a file system without dma-buf I/O (EOPNOTSUPP) or an
+ * O_PATH one (EBADF) cannot be registered.
  */
 TEST_F(files, a_directory_registration_serves_every_file_of_the_file_system)
 {
 	const unsigned int len = 64 * KiB;
-	char sub[64];
+	char sub[64], name[32], dev[64];
+	struct statfs sfs;
 	int dirfd, a, b, fd;
 
 	snprintf(sub, sizeof(sub), "%s/sub", self->dir);
@@ -564,27 +572,60 @@ TEST_F(files, a_directory_registration_serves_every_file_of_the_file_system)
 	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&self->ring, false, fd, 1, 0, len, 0));
 	close(fd);
 	EXPECT_EQ(-1, file_check(fpath(sub, "a"), 0, len, 7));
-	/* the directory itself, and a file of the other file system */
-	EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&self->ring, false, dirfd, 1, 0, len, 0));
+	/* the directory itself, a file of the other file system, the device */
+	EXPECT_EQ(-EBADF, dmabufrw_rw_fixed(&self->ring, false, dirfd, 1, 0, len, 0));
+	EXPECT_EQ(-EBADF, dmabufrw_rw_fixed(&self->ring, true, dirfd, 0, 0, len, 0));
 	fd = new_file(self->other, "not-mine");
 	ASSERT_LE(0, fd);
 	EXPECT_EQ(-EBADF, dmabufrw_rw_fixed(&self->ring, true, fd, 0, 0, len, 0));
 	close(fd);
 	unlink(fpath(self->other, "not-mine"));
+	nvme_ns_name(variant->ext4 ? 3 : 4, name, sizeof(name));
+	snprintf(dev, sizeof(dev), "/dev/%s%s", name, variant->ext4 ? "p1" : "");
+	fd = open(dev, O_RDONLY | O_DIRECT);
+	ASSERT_LE(0, fd);
+	EXPECT_EQ(-EBADF, dmabufrw_rw_fixed(&self->ring, false, fd, 1, 0, len, 0));
+	close(fd);
 	close(dirfd);
+	close(a);
+	close(b);
+
+	/* made on a read-only mount: reads only, whatever the mount is later */
+	ASSERT_EQ(0, mount(NULL, self->dir, NULL, MS_REMOUNT | MS_RDONLY, NULL))
+		TH_LOG("remount read-only: %s", strerror(errno));
+	dirfd = open(sub, O_RDONLY | O_DIRECTORY);
+	ASSERT_LE(0, dirfd);
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 2, self->ubuf, dirfd));
+	close(dirfd);
+	ASSERT_EQ(0, mount(NULL, self->dir, NULL, MS_REMOUNT, NULL))
+		TH_LOG("remount read-write: %s", strerror(errno));
+	fd = open(fpath(sub, "a"), O_RDWR | O_DIRECT);
+	ASSERT_LE(0, fd);
+	memset(self->umap, 0x77, len);
+	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&self->ring, true, fd, 2, 0, len, 0));
+	memset(self->umap, 0, len);
+	EXPECT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, false, fd, 2, 0, len, 0));
+	EXPECT_EQ(-1, pattern_check(self->umap, len, 7, 0));
+	close(fd);
+	EXPECT_EQ(-1, file_check(fpath(sub, "a"), 0, len, 7));
+	ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 2));
 
 	/* tmpfs has no dma-buf I/O; an O_PATH descriptor is no open file */
 	fd = open("/tmp", O_RDONLY | O_DIRECTORY);
 	ASSERT_LE(0, fd);
-	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_register_dmabuf(&self->ring, 2, self->ubuf, fd));
+	ASSERT_EQ(0, fstatfs(fd, &sfs));
+	if (sfs.f_type == TMPFS_MAGIC) {
+		EXPECT_EQ(-EOPNOTSUPP, dmabufrw_register_dmabuf(&self->ring, 2,
+								self->ubuf, fd));
+	} else {
+		TH_LOG("/tmp is not tmpfs: its refusal not checked");
+	}
 	close(fd);
 	fd = open(sub, O_PATH | O_DIRECTORY);
 	ASSERT_LE(0, fd);
 	EXPECT_EQ(-EBADF, dmabufrw_register_dmabuf(&self->ring, 2, self->ubuf, fd));
 	close(fd);
 
-	close(a);
-	close(b);
 	unlink(fpath(sub, "a"));
 	unlink(fpath(self->dir, "beside"));
 	EXPECT_EQ(0, rmdir(sub));

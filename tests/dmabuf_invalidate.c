@@ -636,8 +636,9 @@ TEST_F_TIMEOUT(texp_files, migration_storm_on_ext4_and_xfs_files_loses_no_data, 
  * A revoke while readers and writers keep I/O in flight on an ext4 and an
  * XFS file: the revoke returns within the bound, I/O in flight completes
  * with its data or fails with ENODEV (never a short count or stale data),
- * I/O after it fails with ENODEV before the file system moves anything,
- * and a restore brings the buffer back for the same files.
+ * later I/O through a registration made before the revoke fails with
+ * ENODEV and writes nothing, and after a restore that same registration
+ * moves the files' data again.
  */
 TEST_F_TIMEOUT(texp_files, revoke_under_file_io_is_bounded_and_restore_resumes, 300)
 {
@@ -648,9 +649,18 @@ TEST_F_TIMEOUT(texp_files, revoke_under_file_io_is_bounded_and_restore_resumes, 
 	pthread_t trd[2], twr[2];
 	struct io_uring ring;
 	double took[2];
-	void *p;
+	void *p, *before;
 
+	/* a registration per file that lives through the revoke */
+	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
+	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 2));
+	ASSERT_EQ(0, posix_memalign(&p, 4096, 65536));
+	ASSERT_EQ(0, posix_memalign(&before, 4096, 4096));
 	for (int f = 0; f < 2; f++) {
+		ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, f, self->dbuf[f],
+						      self->fd[f]));
+		ASSERT_EQ(4096, dmabufrw_rw_fixed(&ring, false, self->fd[f], f, 0,
+						  4096, READ_BASE));
 		/* widen the window between invalidation and the next map */
 		ASSERT_EQ(0, texp_delays(self->ctl, self->dbuf[f], 2000, 2000));
 		rd[f] = (struct storm_io){ .ctl = self->ctl, .dbuf = self->dbuf[f],
@@ -673,9 +683,6 @@ TEST_F_TIMEOUT(texp_files, revoke_under_file_io_is_bounded_and_restore_resumes, 
 		pthread_join(twr[f], NULL);
 	}
 
-	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
-	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
-	ASSERT_EQ(0, posix_memalign(&p, 4096, 65536));
 	for (int f = 0; f < 2; f++) {
 		TH_LOG("%s: revoke took %.3f s", name[f], took[f]);
 		check_storm_io(_metadata, name[f], &rd[f]);
@@ -685,23 +692,25 @@ TEST_F_TIMEOUT(texp_files, revoke_under_file_io_is_bounded_and_restore_resumes, 
 		EXPECT_LT(0, rd[f].by_errno[ENODEV] + wr[f].by_errno[ENODEV]);
 		EXPECT_GT(30.0, took[f]);
 
-		/* revoked: refused before the file system does anything */
-		ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 0, self->dbuf[f],
-						      self->fd[f]));
-		EXPECT_EQ(-ENODEV, dmabufrw_rw_fixed(&ring, false, self->fd[f], 0,
+		/* revoked: I/O fails, and a write leaves the file alone */
+		ASSERT_EQ(4096, pread(self->fd[f], before, 4096, WRITE_BASE));
+		EXPECT_EQ(-ENODEV, dmabufrw_rw_fixed(&ring, false, self->fd[f], f,
 						     0, 4096, READ_BASE));
-		EXPECT_EQ(-ENODEV, dmabufrw_rw_fixed(&ring, true, self->fd[f], 0,
+		EXPECT_EQ(-ENODEV, dmabufrw_rw_fixed(&ring, true, self->fd[f], f,
 						     0, 4096, WRITE_BASE));
-		/* restored: the same registration moves the file's data */
+		ASSERT_EQ(4096, pread(self->fd[f], p, 4096, WRITE_BASE));
+		EXPECT_EQ(0, memcmp(before, p, 4096));
+		/* restored: the registration from before moves data again */
 		ASSERT_EQ(0, texp_op(self->ctl, DMABUF_TEST_IOC_RESTORE,
 				     self->dbuf[f], 0));
-		ASSERT_EQ(65536, dmabufrw_rw_fixed(&ring, false, self->fd[f], 0,
+		ASSERT_EQ(65536, dmabufrw_rw_fixed(&ring, false, self->fd[f], f,
 						   8192, 65536, READ_BASE + MiB));
 		ASSERT_EQ(0, texp_rw(self->ctl, self->dbuf[f], 0, 8192, p, 65536));
 		EXPECT_EQ(-1, pattern_check(p, 65536, READ_SEED, READ_BASE + MiB));
-		ASSERT_EQ(0, dmabufrw_unregister_slot(&ring, 0));
+		ASSERT_EQ(0, dmabufrw_unregister_slot(&ring, f));
 		check_exporter_clean(_metadata, self->ctl, self->dbuf[f]);
 	}
+	free(before);
 	free(p);
 	io_uring_queue_exit(&ring);
 }
