@@ -214,6 +214,24 @@ static int devmem_fill(int ctl, int dbuf, uint64_t off, size_t len,
 }
 
 /*
+ * Register @dbuf in slot 0 of the fixture's ring for the namespace: true
+ * behind the switch; false on the root bus, where the registration must
+ * be refused with EOPNOTSUPP and the test has nothing to move.
+ */
+static bool devmem_register(struct __test_metadata *_metadata,
+			    FIXTURE_DATA(devmem) *self, int dbuf)
+{
+	int ret = dmabufrw_register_dmabuf(&self->ring, 0, dbuf, self->fd);
+
+	if (self->p2p) {
+		EXPECT_EQ(0, ret) TH_LOG("register: %s", strerror(-ret));
+		return !ret;
+	}
+	EXPECT_EQ(-EOPNOTSUPP, ret);
+	return false;
+}
+
+/*
  * Device-memory buffers need the device and room in its BAR, are zeroed
  * when made, do not repeat and do not migrate (yet); their memory is given
  * back when they go.
@@ -307,14 +325,11 @@ TEST_F(devmem, nvme_moves_data_to_and_from_device_memory)
 	ASSERT_EQ(0, devmem_fill(self->ctl, guard, 0, 4 * MiB, 0x9a7d, 0));
 	dbuf = texp_create(self->ctl, 16 * MiB, DMABUF_TEST_F_DEVMEM);
 	ASSERT_LE(0, dbuf);
-	if (!self->p2p) {
-		EXPECT_EQ(-EOPNOTSUPP, dmabufrw_register_dmabuf(&self->ring, 0, dbuf,
-								 self->fd));
+	if (!devmem_register(_metadata, self, dbuf)) {
 		close(dbuf);
 		close(guard);
 		return;
 	}
-	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 0, dbuf, self->fd));
 	ASSERT_EQ(0, disk_fill(self->fd, 0, 16 * MiB, rd_seed));
 	srandom(0xde7e);
 	for (unsigned int q = 0; q < 3; q++) {
@@ -373,14 +388,11 @@ TEST_F(devmem, revoked_device_memory_fails_io_until_restored)
 	dbuf = texp_create(self->ctl, 4 * MiB, DMABUF_TEST_F_DEVMEM |
 			   DMABUF_TEST_F_REVOKE_ONLY);
 	ASSERT_LE(0, dbuf);
-	if (!self->p2p) {
-		EXPECT_EQ(-EOPNOTSUPP, dmabufrw_register_dmabuf(&self->ring, 0, dbuf,
-								 self->fd));
+	if (!devmem_register(_metadata, self, dbuf)) {
 		close(dbuf);
 		return;
 	}
 	ASSERT_EQ(0, disk_fill(self->fd, 180 * MiB, 4 * MiB, 0x7e70));
-	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 0, dbuf, self->fd));
 	ASSERT_EQ(4096, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, 0, 4096,
 					  180 * MiB));
 	ASSERT_EQ(0, texp_op(self->ctl, DMABUF_TEST_IOC_REVOKE, dbuf, 0));
@@ -441,9 +453,7 @@ TEST_F(devmem, eight_concurrent_writers_land_every_chunk)
 
 	dbuf = texp_create(self->ctl, nw * 2 * MiB, DMABUF_TEST_F_DEVMEM);
 	ASSERT_LE(0, dbuf);
-	if (!self->p2p) {
-		EXPECT_EQ(-EOPNOTSUPP, dmabufrw_register_dmabuf(&self->ring, 0, dbuf,
-								 self->fd));
+	if (!devmem_register(_metadata, self, dbuf)) {
 		close(dbuf);
 		return;
 	}
@@ -493,14 +503,11 @@ TEST_F(devmem, the_host_sees_what_the_nvme_wrote)
 		usleep(50000);
 	}
 	ASSERT_LE(0, dbuf) TH_LOG("create: %s", strerror(-dbuf));
-	if (!self->p2p) {
-		EXPECT_EQ(-EOPNOTSUPP, dmabufrw_register_dmabuf(&self->ring, 0, dbuf,
-								 self->fd));
+	if (!devmem_register(_metadata, self, dbuf)) {
 		close(dbuf);
 		return;
 	}
 	ASSERT_EQ(0, disk_fill(self->fd, HOST_POS, HOST_LEN, HOST_SEED));
-	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 0, dbuf, self->fd));
 	ASSERT_EQ((int)HOST_LEN, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0,
 						   0, HOST_LEN, HOST_POS));
 	EXPECT_EQ(-1, devmem_check(self->ctl, dbuf, 0, HOST_LEN, HOST_SEED, HOST_POS));
