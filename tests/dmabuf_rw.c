@@ -471,9 +471,7 @@ TEST(ring_exit_with_io_in_flight)
 	}
 	ASSERT_EQ(128, io_uring_submit(&ring));
 	io_uring_queue_exit(&ring);
-	EXPECT_EQ(0, wait_attached(ino, 0));
-	ASSERT_EQ(0, bufinfo(ino, &refs, &attached));
-	EXPECT_EQ(1, refs);	/* the fd alone */
+	EXPECT_EQ(0, wait_bufinfo(ino, 0, 1));	/* the fd alone */
 	close(ubuf);
 	close(fd);
 	close(memfd);
@@ -511,9 +509,7 @@ TEST_F(dmabuf_rw, fork_with_registered_ring)
 	EXPECT_EQ(1, attached);
 	EXPECT_EQ(2, refs);	/* the parent's fd and the registration */
 	ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 0));
-	EXPECT_EQ(0, wait_attached(ino, 0));
-	ASSERT_EQ(0, bufinfo(ino, &refs, &attached));
-	EXPECT_EQ(1, refs);
+	EXPECT_EQ(0, wait_bufinfo(ino, 0, 1));	/* the parent's fd alone */
 	close(ubuf);
 	close(memfd);
 }

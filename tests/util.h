@@ -235,16 +235,18 @@ static inline unsigned long file_ino(int fd)
 }
 
 /*
- * Wait up to 10 s for the dma-buf @ino to have @attached attachments (its
- * registrations go asynchronously).  Returns 0 or -1.
+ * Wait up to 10 s for the dma-buf @ino to have @attached attachments and a
+ * file reference count of @refs.  A registration lets go asynchronously,
+ * and its last fput, made from a kernel worker, is deferred again after the
+ * detach: both have to be waited for.  Returns 0 or -1.
  */
-static inline int wait_attached(unsigned long ino, int attached)
+static inline int wait_bufinfo(unsigned long ino, int attached, long refs)
 {
 	for (int i = 0; i < 200; i++) {
-		long refs;
+		long r;
 		int n;
 
-		if (!bufinfo(ino, &refs, &n) && n == attached)
+		if (!bufinfo(ino, &r, &n) && n == attached && r == refs)
 			return 0;
 		usleep(50000);
 	}
