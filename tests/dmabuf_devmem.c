@@ -48,17 +48,16 @@ FIXTURE(devmem) {
 	uint64_t bar;		/* size of the device memory */
 };
 
-/* The size of BAR 2 of the ivshmem-plain device (1af4:1110), or 0. */
-static uint64_t bar_size(void)
+/* The PCI name (domain:bus:dev.fn) of the ivshmem-plain device, 1af4:1110. */
+static int devmem_pci_name(char *name, size_t len)
 {
 	char path[512], id[16];
-	uint64_t size = 0;
 	struct dirent *e;
-	struct stat st;
+	int ret = -1;
 	DIR *d;
 
 	d = opendir("/sys/bus/pci/devices");
-	while (d && (e = readdir(d)) && !size) {
+	while (d && ret && (e = readdir(d))) {
 		FILE *f;
 
 		snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/device", e->d_name);
@@ -66,16 +65,38 @@ static uint64_t bar_size(void)
 		if (!f)
 			continue;
 		if (fgets(id, sizeof(id), f) && !strncmp(id, "0x1110", 6)) {
-			snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/resource2",
-				 e->d_name);
-			if (!stat(path, &st))
-				size = st.st_size;
+			snprintf(name, len, "%s", e->d_name);
+			ret = 0;
 		}
 		fclose(f);
 	}
 	if (d)
 		closedir(d);
-	return size;
+	return ret;
+}
+
+/* The size of BAR 2 of the ivshmem-plain device, or 0. */
+static uint64_t bar_size(void)
+{
+	char name[256], path[512];
+	struct stat st;
+
+	if (devmem_pci_name(name, sizeof(name)))
+		return 0;
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/resource2", name);
+	return stat(path, &st) ? 0 : st.st_size;
+}
+
+static int write_sysfs(const char *path, const char *val)
+{
+	int fd = open(path, O_WRONLY), ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (write(fd, val, strlen(val)) != (ssize_t)strlen(val))
+		ret = -errno;
+	close(fd);
+	return ret;
 }
 
 /* Wait until the exporter's books of @dbuf balance (workers let go). */
@@ -481,6 +502,95 @@ TEST_F(devmem, eight_concurrent_writers_land_every_chunk)
 			free(buf);
 		}
 	close(dbuf);
+}
+
+/*
+ * The PCI device removed (as by hot-unplug) with buffers in its memory,
+ * one of them registered and under I/O: the removal waits for the I/O in
+ * flight, each I/O completes whole or fails with ENODEV, and the buffers
+ * are revoked for good, as vfio-pci does with its own: I/O, CPU access and
+ * restores fail with ENODEV, and no new buffer can be made.  Rescanned,
+ * the device is bound again and serves new buffers.  Before the fix, the
+ * buffers kept using the BAR mapping and P2P provider of the removed
+ * device (use-after-free).
+ */
+TEST_F(devmem, removing_the_device_revokes_its_buffers_for_good)
+{
+	const unsigned int n = 32, len = 128 * KiB;
+	char name[256], path[512];
+	struct dmabuf_test_stats st;
+	struct io_uring_cqe *cqe;
+	unsigned int whole = 0;
+	bool registered;
+	void *z = calloc(1, 4096);
+	int dbuf, idle;
+
+	ASSERT_NE(NULL, z);
+	ASSERT_EQ(0, devmem_pci_name(name, sizeof(name)));
+	dbuf = texp_create(self->ctl, n * len, DMABUF_TEST_F_DEVMEM);
+	ASSERT_LE(0, dbuf);
+	idle = texp_create(self->ctl, 4 * MiB, DMABUF_TEST_F_DEVMEM |
+			   DMABUF_TEST_F_REVOKE_ONLY);
+	ASSERT_LE(0, idle);
+	registered = devmem_register(_metadata, self, dbuf);
+	if (registered) {
+		ASSERT_EQ(0, disk_fill(self->fd, 184 * MiB, n * len, 0x4e30));
+		for (unsigned int i = 0; i < n; i++)
+			io_uring_prep_read_fixed(io_uring_get_sqe(&self->ring), self->fd,
+						 (void *)(uintptr_t)(i * len), len,
+						 184 * MiB + i * len, 0);
+		ASSERT_EQ((int)n, io_uring_submit(&self->ring));
+	}
+
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/remove", name);
+	ASSERT_EQ(0, write_sysfs(path, "1"));
+
+	for (unsigned int i = 0; registered && i < n; i++) {
+		ASSERT_EQ(0, io_uring_wait_cqe(&self->ring, &cqe));
+		EXPECT_TRUE(cqe->res == (int)len || cqe->res == -ENODEV)
+			TH_LOG("I/O in flight at removal: %d", cqe->res);
+		whole += cqe->res == (int)len;
+		io_uring_cqe_seen(&self->ring, cqe);
+	}
+	if (registered) {
+		TH_LOG("%u of %u reads done whole before the device went", whole, n);
+		EXPECT_EQ(-ENODEV, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0,
+						     0, len, 184 * MiB));
+	}
+	for (int i = 0; i < 2; i++) {
+		int b = i ? idle : dbuf;
+
+		EXPECT_EQ(-ENODEV, texp_rw(self->ctl, b, 0, 0, z, 4096));
+		EXPECT_EQ(-ENODEV, texp_rw(self->ctl, b, 1, 0, z, 4096));
+		EXPECT_EQ(-ENODEV, texp_op(self->ctl, DMABUF_TEST_IOC_RESTORE, b, 0));
+		ASSERT_EQ(0, texp_stats(self->ctl, b, &st));
+		EXPECT_EQ(0, st.live_maps);
+		EXPECT_EQ(1, st.revokes);
+	}
+	EXPECT_EQ(-ENODEV, texp_create(self->ctl, 4096, DMABUF_TEST_F_DEVMEM));
+	if (registered) {
+		ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 0));
+		EXPECT_EQ(0, wait_let_go(self->ctl, dbuf, &st));
+	}
+	close(idle);
+	close(dbuf);
+
+	ASSERT_EQ(0, write_sysfs("/sys/bus/pci/rescan", "1"));
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/driver", name);
+	for (int i = 0; i < 200 && access(path, F_OK); i++)
+		usleep(50000);
+	ASSERT_EQ(0, access(path, F_OK)) TH_LOG("%s not bound again", name);
+	dbuf = texp_create(self->ctl, 4 * MiB, DMABUF_TEST_F_DEVMEM);
+	ASSERT_LE(0, dbuf) TH_LOG("create after rescan: %s", strerror(-dbuf));
+	if (devmem_register(_metadata, self, dbuf)) {
+		ASSERT_EQ(4 * (int)MiB, dmabufrw_rw_fixed(&self->ring, false, self->fd,
+							  0, 0, 4 * MiB, 184 * MiB));
+		EXPECT_EQ(-1, devmem_check(self->ctl, dbuf, 0, 4 * MiB, 0x4e30,
+					   184 * MiB));
+		ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 0));
+	}
+	close(dbuf);
+	free(z);
 }
 
 /*
