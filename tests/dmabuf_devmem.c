@@ -254,8 +254,10 @@ static bool devmem_register(struct __test_metadata *_metadata,
 
 /*
  * Device-memory buffers need the device and room in its BAR, are zeroed
- * when made, do not repeat and do not migrate (yet); their memory is given
- * back when they go.
+ * when made and do not repeat; their memory is given back when they go.
+ * Evicted to system memory, a buffer's BAR slice stays retired until it
+ * is checked, so it cannot come back while the BAR is full; its contents
+ * go and come back whole.
  */
 TEST_F(devmem, buffers_come_from_the_bar_and_go_back_to_it)
 {
@@ -281,7 +283,13 @@ TEST_F(devmem, buffers_come_from_the_bar_and_go_back_to_it)
 	EXPECT_EQ(-ENOSPC, texp_create(self->ctl, 4096, DMABUF_TEST_F_DEVMEM));
 	EXPECT_EQ(-EINVAL, texp_create(self->ctl, 4096, DMABUF_TEST_F_DEVMEM |
 						     DMABUF_TEST_F_REPEAT));
-	EXPECT_EQ(-EOPNOTSUPP, texp_op(self->ctl, DMABUF_TEST_IOC_MIGRATE, a, 0));
+	ASSERT_EQ(0, devmem_fill(self->ctl, a, 0, MiB, 0xe71c, 0));
+	EXPECT_EQ(0, texp_op(self->ctl, DMABUF_TEST_IOC_MIGRATE, a, 0));
+	EXPECT_EQ(-1, devmem_check(self->ctl, a, 0, MiB, 0xe71c, 0));
+	EXPECT_EQ(-ENOSPC, texp_op(self->ctl, DMABUF_TEST_IOC_MIGRATE, a, 0));
+	EXPECT_EQ(0, texp_op(self->ctl, DMABUF_TEST_IOC_CHECK_RETIRED, a, 0));
+	EXPECT_EQ(0, texp_op(self->ctl, DMABUF_TEST_IOC_MIGRATE, a, 0));
+	EXPECT_EQ(-1, devmem_check(self->ctl, a, 0, MiB, 0xe71c, 0));
 	close(a);
 	a = texp_create(self->ctl, half / 2, DMABUF_TEST_F_DEVMEM);
 	EXPECT_LE(0, a);
@@ -429,6 +437,53 @@ TEST_F(devmem, revoked_device_memory_fails_io_until_restored)
 	ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 0));
 	EXPECT_EQ(0, wait_let_go(self->ctl, dbuf, &st));
 	EXPECT_EQ(2, st.maps);
+	close(dbuf);
+}
+
+/*
+ * A registered buffer evicted to system memory and brought back, with
+ * the I/O between: each move invalidates the NVMe's mapping, the next I/O
+ * maps the memory the buffer is in now (pages, then the BAR again), reads
+ * land there and writes come from there, and no device access reached
+ * the memory left behind (poison intact).
+ */
+TEST_F(devmem, eviction_and_return_remap_the_io)
+{
+	const uint64_t len = MiB, pos = 188 * MiB;
+	struct dmabuf_test_stats st;
+	int dbuf;
+
+	dbuf = texp_create(self->ctl, 4 * MiB, DMABUF_TEST_F_DEVMEM);
+	ASSERT_LE(0, dbuf);
+	if (!devmem_register(_metadata, self, dbuf)) {
+		close(dbuf);
+		return;
+	}
+	ASSERT_EQ(0, disk_fill(self->fd, pos, 4 * len, 0xe1c7));
+	for (int move = 0; move < 3; move++) {
+		/* in the BAR, in system memory, in the BAR again */
+		ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0,
+						      move * len, len, pos + move * len));
+		EXPECT_EQ(-1, devmem_check(self->ctl, dbuf, move * len, len, 0xe1c7,
+					   pos + move * len)) TH_LOG("move %d", move);
+		ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, true, self->fd, 0,
+						      move * len, len,
+						      pos + 4 * len + move * len));
+		EXPECT_EQ(-1, disk_check_at(self->fd, pos + 4 * len + move * len, len,
+					    0xe1c7, pos + move * len)) TH_LOG("move %d", move);
+		if (move < 2)
+			ASSERT_EQ(0, texp_op(self->ctl, DMABUF_TEST_IOC_MIGRATE, dbuf, 0));
+	}
+	/* what the earlier moves carried along is still there */
+	EXPECT_EQ(-1, devmem_check(self->ctl, dbuf, 0, 3 * len, 0xe1c7, pos));
+	ASSERT_EQ(0, texp_op(self->ctl, DMABUF_TEST_IOC_CHECK_RETIRED, dbuf, 0));
+	ASSERT_EQ(0, texp_stats(self->ctl, dbuf, &st));
+	EXPECT_EQ(2, st.migrations);
+	EXPECT_EQ(2, st.retired_checked);
+	EXPECT_EQ(0, st.stale_bytes);
+	EXPECT_EQ(3, st.maps);
+	ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 0));
+	EXPECT_EQ(0, wait_let_go(self->ctl, dbuf, &st));
 	close(dbuf);
 }
 

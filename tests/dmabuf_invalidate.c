@@ -465,18 +465,20 @@ TEST_F(texp, idle_migration_then_io_uses_new_memory)
 }
 
 /*
- * Reader and writer rings at QD 64 each, each with its own registration of
- * the buffer, while the exporter migrates it every 1-5 ms: every I/O
- * completes and is verified, and no retired memory was touched.
+ * Reader and writer rings at QD 64, each with its own registration of
+ * @dbuf for @fd, while the exporter migrates the buffer every 1-5 ms for
+ * the storm's seconds: every I/O completes and is verified, no retired
+ * memory was touched, and the I/O had to remap.
  */
-TEST_F_TIMEOUT(texp, migration_storm_loses_no_data_and_no_dma_is_stale, 3600)
+static void migration_storm(struct __test_metadata *_metadata, int ctl,
+			    int dbuf, int fd, const char *exporter)
 {
 	const int none[] = { 0 };
 	volatile int stop = 0;
-	struct storm_io rd = { .ctl = self->ctl, .dbuf = self->dbuf, .fd = self->fd,
+	struct storm_io rd = { .ctl = ctl, .dbuf = dbuf, .fd = fd,
 			       .allowed = none, .stop = &stop, .seed = 1 };
 	struct storm_io wr = rd;
-	struct migrator m = { .ctl = self->ctl, .dbuf = self->dbuf, .min_us = 1000,
+	struct migrator m = { .ctl = ctl, .dbuf = dbuf, .min_us = 1000,
 			      .max_us = 5000, .seed = 3, .stop = &stop };
 	pthread_t trd, twr, tm;
 	int seconds = storm_seconds();
@@ -502,12 +504,12 @@ TEST_F_TIMEOUT(texp, migration_storm_loses_no_data_and_no_dma_is_stale, 3600)
 	EXPECT_LT(0, m.done);
 	EXPECT_LT(0, rd.done);
 	EXPECT_LT(0, wr.done);
-	ASSERT_EQ(0, texp_op(self->ctl, DMABUF_TEST_IOC_CHECK_RETIRED, self->dbuf, 0));
-	ASSERT_EQ(0, wait_balanced(self->ctl, self->dbuf, &st));
+	ASSERT_EQ(0, texp_op(ctl, DMABUF_TEST_IOC_CHECK_RETIRED, dbuf, 0));
+	ASSERT_EQ(0, wait_balanced(ctl, dbuf, &st));
 	/* The storm must have made the I/O remap, or it proved nothing. */
 	EXPECT_LT(2, st.maps);
 	printf("# storm: exporter=%s seconds=%.0f reads=%lu writes=%lu failed=%lu migrations=%llu invalidations=%llu maps=%llu unmaps=%llu retired_checked=%llu stale_bytes=%llu stale_data=%lu data_errors=%lu\n",
-	       variant->flags ? "revoke-only" : "dynamic", now_sec() - t0,
+	       exporter, now_sec() - t0,
 	       rd.done, wr.done, rd.failed + wr.failed, st.migrations,
 	       st.invalidations, st.maps, st.unmaps, st.retired_checked,
 	       st.stale_bytes, rd.poison_hits + wr.poison_hits,
@@ -516,9 +518,77 @@ TEST_F_TIMEOUT(texp, migration_storm_loses_no_data_and_no_dma_is_stale, 3600)
 		if (rd.by_errno[e] + wr.by_errno[e])
 			printf("# storm: errno %s=%lu\n", strerrorname_np(e) ?: "?",
 			       rd.by_errno[e] + wr.by_errno[e]);
-	print_invalidation_latency(self->ctl, self->dbuf);
+	print_invalidation_latency(ctl, dbuf);
 	fflush(stdout);
-	check_exporter_clean(_metadata, self->ctl, self->dbuf);
+	check_exporter_clean(_metadata, ctl, dbuf);
+}
+
+/*
+ * The storm on the raw namespace with a buffer of pages, which every
+ * migration moves to new pages.
+ */
+TEST_F_TIMEOUT(texp, migration_storm_loses_no_data_and_no_dma_is_stale, 3600)
+{
+	migration_storm(_metadata, self->ctl, self->dbuf, self->fd,
+			variant->flags ? "revoke-only" : "dynamic");
+}
+
+/*
+ * The storm on device memory (scripts/run-vm --devmem): the buffer lives
+ * in the ivshmem BAR, and the migrations evict it to system memory and
+ * bring it back, in turn, under the I/O, as a GPU driver moves VRAM.  On
+ * the root bus, where the PCI core refuses peer-to-peer DMA, the
+ * registration is refused with EOPNOTSUPP and there is nothing to move.
+ */
+FIXTURE(texp_devmem) {
+	int ctl, dbuf, fd;
+	bool p2p;
+};
+
+FIXTURE_SETUP(texp_devmem)
+{
+	const char *topo = getenv("dmabufrw_devmem");
+
+	self->ctl = self->dbuf = self->fd = -1;
+	REQUIRE_DMABUF_IO();
+	if (!topo)
+		SKIP(return, "no device memory (scripts/run-vm --devmem root|switch)");
+	self->p2p = !strcmp(topo, "switch");
+	self->ctl = texp_open();
+	if (self->ctl == -ENOENT)
+		SKIP(return, "no %s (CONFIG_DMABUF_TEST_EXPORTER)", TEXP_DEV);
+	ASSERT_LE(0, self->ctl) TH_LOG("%s: %s", TEXP_DEV, strerror(-self->ctl));
+	self->dbuf = texp_create(self->ctl, BUF_SIZE, DMABUF_TEST_F_DEVMEM);
+	ASSERT_LE(0, self->dbuf) TH_LOG("create: %s", strerror(-self->dbuf));
+	self->fd = open(NVME_DEV, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, prefill_read_area(self->fd));
+}
+
+FIXTURE_TEARDOWN(texp_devmem)
+{
+	if (self->fd >= 0)
+		close(self->fd);
+	if (self->dbuf >= 0)
+		close(self->dbuf);
+	if (self->ctl >= 0)
+		close(self->ctl);
+}
+
+TEST_F_TIMEOUT(texp_devmem, eviction_storm_between_device_and_system_memory_loses_no_data, 3600)
+{
+	struct io_uring ring;
+	int ret;
+
+	if (!self->p2p) {
+		ASSERT_EQ(0, io_uring_queue_init(4, &ring, 0));
+		ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
+		ret = dmabufrw_register_dmabuf(&ring, 0, self->dbuf, self->fd);
+		EXPECT_EQ(-EOPNOTSUPP, ret);
+		io_uring_queue_exit(&ring);
+		return;
+	}
+	migration_storm(_metadata, self->ctl, self->dbuf, self->fd, "devmem");
 }
 
 /*
