@@ -131,6 +131,17 @@ $(KHDR)/.stamp: $(wildcard kernel/patches/*/*.patch) | tree
 	$(MAKE) -s -C $(TREE) O=$(BUILD)/obj-headers ARCH=x86_64 headers
 	@touch $@
 
+# vfio-pci's dma-buf export (VFIO_DEVICE_FEATURE_DMA_BUF) is newer than
+# Debian 12's linux-libc-dev too: from the tree's exported headers.
+$(GUEST)/inc/linux/vfio.h: $(KHDR)/.stamp
+	@mkdir -p $(@D)
+	cp $(KHDR)/linux/vfio.h $@
+
+$(GUEST)/tests/dmabuf_vfio: tests/dmabuf_vfio.c $(GUEST)/inc/linux/vfio.h tests/util.h \
+		$(LIB_SRC) $(LIB_HDR) | tree
+	@mkdir -p $(@D)
+	$(CC) $(USER_CFLAGS) -I$(GUEST)/inc $(HARNESS) -o $@ $< $(LIB_SRC) -luring -lpthread
+
 $(GUEST)/tests/kselftest-udmabuf: $(KHDR)/.stamp
 	@mkdir -p $(@D)
 	$(CC) $(KSFT_CFLAGS) -o $@ $(KSFT)/drivers/dma-buf/udmabuf.c

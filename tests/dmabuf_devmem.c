@@ -48,7 +48,10 @@ FIXTURE(devmem) {
 	uint64_t bar;		/* size of the device memory */
 };
 
-/* The PCI name (domain:bus:dev.fn) of the ivshmem-plain device, 1af4:1110. */
+/*
+ * The PCI name (domain:bus:dev.fn) of the test exporter's ivshmem-plain
+ * device (1af4:1110); the one for vfio-pci (driver_override) is not it.
+ */
 static int devmem_pci_name(char *name, size_t len)
 {
 	char path[512], id[16];
@@ -69,6 +72,13 @@ static int devmem_pci_name(char *name, size_t len)
 			ret = 0;
 		}
 		fclose(f);
+		snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/driver_override",
+			 e->d_name);
+		f = fopen(path, "r");
+		if (f && fgets(id, sizeof(id), f) && !strncmp(id, "vfio-pci", 8))
+			ret = -1;
+		if (f)
+			fclose(f);
 	}
 	if (d)
 		closedir(d);
