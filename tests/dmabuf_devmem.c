@@ -573,8 +573,11 @@ TEST_F(devmem, eight_concurrent_writers_land_every_chunk)
  * The PCI device removed (as by hot-unplug) with buffers in its memory,
  * one of them registered and under I/O: the removal waits for the I/O in
  * flight, each I/O completes whole or fails with ENODEV, and the buffers
- * are revoked for good, as vfio-pci does with its own: I/O, CPU access and
- * restores fail with ENODEV, and no new buffer can be made.  Rescanned,
+ * are revoked for good, as vfio-pci does with its own: I/O, CPU access,
+ * migration and restores fail with ENODEV, and no new buffer can be made;
+ * one evicted to system memory before is revoked too, and registering it
+ * fails with ENODEV (it keeps the device's description alive: before,
+ * that was freed under it).  Rescanned,
  * the device is bound again and serves new buffers.  Before the fix, the
  * buffers kept using the BAR mapping and P2P provider of the removed
  * device (use-after-free).
@@ -588,7 +591,7 @@ TEST_F(devmem, removing_the_device_revokes_its_buffers_for_good)
 	unsigned int whole = 0;
 	bool registered;
 	void *z = calloc(1, 4096);
-	int dbuf, idle;
+	int dbuf, idle, evicted;
 
 	ASSERT_NE(NULL, z);
 	ASSERT_EQ(0, devmem_pci_name(name, sizeof(name)));
@@ -597,6 +600,10 @@ TEST_F(devmem, removing_the_device_revokes_its_buffers_for_good)
 	idle = texp_create(self->ctl, 4 * MiB, DMABUF_TEST_F_DEVMEM |
 			   DMABUF_TEST_F_REVOKE_ONLY);
 	ASSERT_LE(0, idle);
+	evicted = texp_create(self->ctl, 4 * MiB, DMABUF_TEST_F_DEVMEM);
+	ASSERT_LE(0, evicted);
+	ASSERT_EQ(0, texp_op(self->ctl, DMABUF_TEST_IOC_MIGRATE, evicted, 0));
+	ASSERT_EQ(0, texp_op(self->ctl, DMABUF_TEST_IOC_CHECK_RETIRED, evicted, 0));
 	registered = devmem_register(_metadata, self, dbuf);
 	if (registered) {
 		ASSERT_EQ(0, disk_fill(self->fd, 184 * MiB, n * len, 0x4e30));
@@ -622,12 +629,13 @@ TEST_F(devmem, removing_the_device_revokes_its_buffers_for_good)
 		EXPECT_EQ(-ENODEV, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0,
 						     0, len, 184 * MiB));
 	}
-	for (int i = 0; i < 2; i++) {
-		int b = i ? idle : dbuf;
+	for (int i = 0; i < 3; i++) {
+		int b = i == 2 ? evicted : i ? idle : dbuf;
 
 		EXPECT_EQ(-ENODEV, texp_rw(self->ctl, b, 0, 0, z, 4096));
 		EXPECT_EQ(-ENODEV, texp_rw(self->ctl, b, 1, 0, z, 4096));
 		EXPECT_EQ(-ENODEV, texp_op(self->ctl, DMABUF_TEST_IOC_RESTORE, b, 0));
+		EXPECT_EQ(-ENODEV, texp_op(self->ctl, DMABUF_TEST_IOC_MIGRATE, b, 0));
 		ASSERT_EQ(0, texp_stats(self->ctl, b, &st));
 		EXPECT_EQ(0, st.live_maps);
 		EXPECT_EQ(1, st.revokes);
@@ -637,8 +645,12 @@ TEST_F(devmem, removing_the_device_revokes_its_buffers_for_good)
 		ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 0));
 		EXPECT_EQ(0, wait_let_go(self->ctl, dbuf, &st));
 	}
+	/* the evicted buffer alone keeps the device's description now */
 	close(idle);
 	close(dbuf);
+	EXPECT_EQ(-ENODEV, dmabufrw_register_dmabuf(&self->ring, 1, evicted, self->fd));
+	EXPECT_EQ(-ENODEV, texp_rw(self->ctl, evicted, 0, 0, z, 4096));
+	close(evicted);
 
 	ASSERT_EQ(0, write_sysfs("/sys/bus/pci/rescan", "1"));
 	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/driver", name);

@@ -319,7 +319,8 @@ TEST_F(vfio, memory_decode_off_revokes_under_io_and_back_on_restores)
 /*
  * The device closed with the buffer registered: vfio-pci revokes its
  * dma-bufs for good, and the registration's I/O fails with ENODEV; the
- * registration still lets go of the buffer.
+ * registration still lets go of the buffer, and registering the buffer
+ * again fails with ENODEV.
  */
 TEST_F(vfio, closing_the_device_revokes_for_good)
 {
@@ -332,6 +333,8 @@ TEST_F(vfio, closing_the_device_revokes_for_good)
 	EXPECT_EQ(-ENODEV, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, 0,
 					     4096, DISK_POS));
 	EXPECT_EQ(0, dmabufrw_unregister_slot(&self->ring, 0));
+	EXPECT_EQ(-ENODEV, dmabufrw_register_dmabuf(&self->ring, 0, self->dbuf,
+						    self->fd));
 }
 
 TEST_HARNESS_MAIN
