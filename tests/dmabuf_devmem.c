@@ -126,14 +126,9 @@ static int wait_let_go(int ctl, int dbuf, struct dmabuf_test_stats *st)
 
 FIXTURE_SETUP(devmem)
 {
-	const char *topo = getenv("dmabufrw_devmem");
-
 	self->ctl = self->fd = -1;
 	REQUIRE_DMABUF_IO();
-	if (!topo)
-		SKIP(return, "no device memory (scripts/run-vm --devmem root|switch)");
-	ASSERT_TRUE(!strcmp(topo, "switch") || !strcmp(topo, "root"));
-	self->p2p = !strcmp(topo, "switch");
+	REQUIRE_DEVMEM(self->p2p);
 	self->ctl = texp_open();
 	if (self->ctl == -ENOENT)
 		SKIP(return, "no %s (CONFIG_DMABUF_TEST_EXPORTER)", TEXP_DEV);
@@ -154,44 +149,6 @@ FIXTURE_TEARDOWN(devmem)
 	}
 	if (self->ctl >= 0)
 		close(self->ctl);
-}
-
-/* Write @len bytes of the pattern of @seed to the disk at @pos. */
-static int disk_fill(int fd, uint64_t pos, size_t len, uint64_t seed)
-{
-	void *buf;
-	int ret = 0;
-
-	if (posix_memalign(&buf, 4096, len))
-		return -ENOMEM;
-	pattern_fill(buf, len, seed, pos);
-	if (pwrite(fd, buf, len, pos) != (ssize_t)len)
-		ret = -EIO;
-	free(buf);
-	return ret;
-}
-
-/*
- * Check @len bytes of the disk at @pos against the pattern of @seed as it
- * was made for position @ppos: -1 if it holds.
- */
-static long disk_check_at(int fd, uint64_t pos, size_t len, uint64_t seed,
-			  uint64_t ppos)
-{
-	void *buf;
-	long bad = -2;
-
-	if (posix_memalign(&buf, 4096, len))
-		return -3;
-	if (pread(fd, buf, len, pos) == (ssize_t)len)
-		bad = pattern_check(buf, len, seed, ppos);
-	free(buf);
-	return bad;
-}
-
-static long disk_check(int fd, uint64_t pos, size_t len, uint64_t seed)
-{
-	return disk_check_at(fd, pos, len, seed, pos);
 }
 
 /* The first byte of @len that is not zero, or -1. */
@@ -369,7 +326,7 @@ TEST_F(devmem, nvme_moves_data_to_and_from_device_memory)
 		close(guard);
 		return;
 	}
-	ASSERT_EQ(0, disk_fill(self->fd, 0, 16 * MiB, rd_seed));
+	ASSERT_EQ(0, pattern_fill_fd(self->fd, 0, 16 * MiB, rd_seed, 0));
 	srandom(0xde7e);
 	for (unsigned int q = 0; q < 3; q++) {
 		for (unsigned int i = 0; i < n; i++) {
@@ -396,8 +353,8 @@ TEST_F(devmem, nvme_moves_data_to_and_from_device_memory)
 		ASSERT_EQ(0, fixed_io_batch(&self->ring, true, self->fd, 0, x, n,
 					    qds[q]));
 		for (unsigned int i = 0; i < n; i++) {
-			EXPECT_EQ(-1, disk_check(self->fd, x[i].off, x[i].len,
-						 wr_seed))
+			EXPECT_EQ(-1, pattern_check_fd(self->fd, x[i].off, x[i].len,
+						       wr_seed, x[i].off))
 				TH_LOG("qd %u write %u", qds[q], i);
 		}
 	}
@@ -408,7 +365,7 @@ TEST_F(devmem, nvme_moves_data_to_and_from_device_memory)
 	EXPECT_EQ(-1, devmem_check(self->ctl, dbuf, 8 * MiB, 8 * MiB, rd_seed, 0));
 	ASSERT_EQ(8 * (int)MiB, dmabufrw_rw_fixed(&self->ring, true, self->fd, 0,
 						  8 * MiB, 8 * MiB, 64 * MiB));
-	EXPECT_EQ(-1, disk_check_at(self->fd, 64 * MiB, 8 * MiB, rd_seed, 0));
+	EXPECT_EQ(-1, pattern_check_fd(self->fd, 64 * MiB, 8 * MiB, rd_seed, 0));
 	EXPECT_EQ(-1, devmem_check(self->ctl, guard, 0, 4 * MiB, 0x9a7d, 0));
 	close(dbuf);
 	close(guard);
@@ -431,7 +388,7 @@ TEST_F(devmem, revoked_device_memory_fails_io_until_restored)
 		close(dbuf);
 		return;
 	}
-	ASSERT_EQ(0, disk_fill(self->fd, 180 * MiB, 4 * MiB, 0x7e70));
+	ASSERT_EQ(0, pattern_fill_fd(self->fd, 180 * MiB, 4 * MiB, 0x7e70, 180 * MiB));
 	ASSERT_EQ(4096, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, 0, 4096,
 					  180 * MiB));
 	ASSERT_EQ(0, texp_op(self->ctl, DMABUF_TEST_IOC_REVOKE, dbuf, 0));
@@ -469,7 +426,7 @@ TEST_F(devmem, eviction_and_return_remap_the_io)
 		close(dbuf);
 		return;
 	}
-	ASSERT_EQ(0, disk_fill(self->fd, pos, 4 * len, 0xe1c7));
+	ASSERT_EQ(0, pattern_fill_fd(self->fd, pos, 4 * len, 0xe1c7, pos));
 	for (int move = 0; move < 3; move++) {
 		/* in the BAR, in system memory, in the BAR again */
 		ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0,
@@ -479,7 +436,7 @@ TEST_F(devmem, eviction_and_return_remap_the_io)
 		ASSERT_EQ((int)len, dmabufrw_rw_fixed(&self->ring, true, self->fd, 0,
 						      move * len, len,
 						      pos + 4 * len + move * len));
-		EXPECT_EQ(-1, disk_check_at(self->fd, pos + 4 * len + move * len, len,
+		EXPECT_EQ(-1, pattern_check_fd(self->fd, pos + 4 * len + move * len, len,
 					    0xe1c7, pos + move * len)) TH_LOG("move %d", move);
 		if (move < 2)
 			ASSERT_EQ(0, texp_op(self->ctl, DMABUF_TEST_IOC_MIGRATE, dbuf, 0));
@@ -606,7 +563,7 @@ TEST_F(devmem, removing_the_device_revokes_its_buffers_for_good)
 	ASSERT_EQ(0, texp_op(self->ctl, DMABUF_TEST_IOC_CHECK_RETIRED, evicted, 0));
 	registered = devmem_register(_metadata, self, dbuf);
 	if (registered) {
-		ASSERT_EQ(0, disk_fill(self->fd, 184 * MiB, n * len, 0x4e30));
+		ASSERT_EQ(0, pattern_fill_fd(self->fd, 184 * MiB, n * len, 0x4e30, 184 * MiB));
 		for (unsigned int i = 0; i < n; i++)
 			io_uring_prep_read_fixed(io_uring_get_sqe(&self->ring), self->fd,
 						 (void *)(uintptr_t)(i * len), len,
@@ -694,7 +651,7 @@ TEST_F(devmem, the_host_sees_what_the_nvme_wrote)
 		close(dbuf);
 		return;
 	}
-	ASSERT_EQ(0, disk_fill(self->fd, HOST_POS, HOST_LEN, HOST_SEED));
+	ASSERT_EQ(0, pattern_fill_fd(self->fd, HOST_POS, HOST_LEN, HOST_SEED, HOST_POS));
 	ASSERT_EQ((int)HOST_LEN, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0,
 						   0, HOST_LEN, HOST_POS));
 	EXPECT_EQ(-1, devmem_check(self->ctl, dbuf, 0, HOST_LEN, HOST_SEED, HOST_POS));

@@ -547,13 +547,9 @@ FIXTURE(texp_devmem) {
 
 FIXTURE_SETUP(texp_devmem)
 {
-	const char *topo = getenv("dmabufrw_devmem");
-
 	self->ctl = self->dbuf = self->fd = -1;
 	REQUIRE_DMABUF_IO();
-	if (!topo)
-		SKIP(return, "no device memory (scripts/run-vm --devmem root|switch)");
-	self->p2p = !strcmp(topo, "switch");
+	REQUIRE_DEVMEM(self->p2p);
 	self->ctl = texp_open();
 	if (self->ctl == -ENOENT)
 		SKIP(return, "no %s (CONFIG_DMABUF_TEST_EXPORTER)", TEXP_DEV);

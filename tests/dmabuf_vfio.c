@@ -153,15 +153,12 @@ static int memory_decode(FIXTURE_DATA(vfio) *self, bool on)
 
 FIXTURE_SETUP(vfio)
 {
-	const char *topo = getenv("dmabufrw_devmem");
 	char name[256];
 	int ret;
 
 	self->container = self->group = self->dev = self->fd = self->dbuf = -1;
 	REQUIRE_DMABUF_IO();
-	if (!topo)
-		SKIP(return, "no device memory (scripts/run-vm --devmem root|switch)");
-	self->p2p = !strcmp(topo, "switch");
+	REQUIRE_DEVMEM(self->p2p);
 	ASSERT_EQ(0, vfio_pci_name(name, sizeof(name)))
 		TH_LOG("no device bound to vfio-pci");
 	ret = vfio_open(_metadata, self, name);
@@ -197,35 +194,6 @@ FIXTURE_TEARDOWN(vfio)
 		close(self->container);
 }
 
-/* Write @len bytes of the pattern of @seed, made for @ppos, at @off of @fd. */
-static int fill_at(int fd, uint64_t off, size_t len, uint64_t seed, uint64_t ppos)
-{
-	void *buf;
-	int ret = 0;
-
-	if (posix_memalign(&buf, 4096, len))
-		return -ENOMEM;
-	pattern_fill(buf, len, seed, ppos);
-	if (pwrite(fd, buf, len, off) != (ssize_t)len)
-		ret = -EIO;
-	free(buf);
-	return ret;
-}
-
-/* Check @len bytes at @off of @fd against the pattern: -1 if it holds. */
-static long check_at(int fd, uint64_t off, size_t len, uint64_t seed, uint64_t ppos)
-{
-	void *buf;
-	long bad = -2;
-
-	if (posix_memalign(&buf, 4096, len))
-		return -3;
-	if (pread(fd, buf, len, off) == (ssize_t)len)
-		bad = pattern_check(buf, len, seed, ppos);
-	free(buf);
-	return bad;
-}
-
 /*
  * Registration of vfio-pci's dma-buf for the namespace: allowed where the
  * PCI core lets the controller reach the BAR (switch), refused with
@@ -259,20 +227,20 @@ TEST_F(vfio, nvme_moves_data_to_and_from_vfio_device_memory)
 
 	if (!vfio_register(_metadata, self))
 		return;
-	ASSERT_EQ(0, fill_at(self->fd, DISK_POS, 8 * MiB, rd, DISK_POS));
+	ASSERT_EQ(0, pattern_fill_fd(self->fd, DISK_POS, 8 * MiB, rd, DISK_POS));
 	for (unsigned int i = 0; i < 4; i++) {
 		uint64_t boff = (i + 1) * 4 * MiB - lens[i];
 
 		ASSERT_EQ((int)lens[i], dmabufrw_rw_fixed(&self->ring, false, self->fd,
 							  0, boff, lens[i], DISK_POS));
-		EXPECT_EQ(-1, check_at(self->dev, self->bar_off + boff, lens[i], rd,
+		EXPECT_EQ(-1, pattern_check_fd(self->dev, self->bar_off + boff, lens[i], rd,
 				       DISK_POS)) TH_LOG("read of %zu", lens[i]);
-		ASSERT_EQ(0, fill_at(self->dev, self->bar_off + boff, lens[i], wr,
+		ASSERT_EQ(0, pattern_fill_fd(self->dev, self->bar_off + boff, lens[i], wr,
 				     boff));
 		ASSERT_EQ((int)lens[i], dmabufrw_rw_fixed(&self->ring, true, self->fd,
 							  0, boff, lens[i],
 							  DISK_POS + 8 * MiB + boff));
-		EXPECT_EQ(-1, check_at(self->fd, DISK_POS + 8 * MiB + boff, lens[i],
+		EXPECT_EQ(-1, pattern_check_fd(self->fd, DISK_POS + 8 * MiB + boff, lens[i],
 				       wr, boff)) TH_LOG("write of %zu", lens[i]);
 	}
 }
@@ -291,7 +259,7 @@ TEST_F(vfio, memory_decode_off_revokes_under_io_and_back_on_restores)
 
 	if (!vfio_register(_metadata, self))
 		return;
-	ASSERT_EQ(0, fill_at(self->fd, DISK_POS, n * len, 0xdec0, DISK_POS));
+	ASSERT_EQ(0, pattern_fill_fd(self->fd, DISK_POS, n * len, 0xdec0, DISK_POS));
 	for (unsigned int i = 0; i < n; i++)
 		io_uring_prep_read_fixed(io_uring_get_sqe(&self->ring), self->fd,
 					 (void *)(uintptr_t)(i * len), len,
@@ -313,7 +281,7 @@ TEST_F(vfio, memory_decode_off_revokes_under_io_and_back_on_restores)
 	ASSERT_EQ(0, memory_decode(self, true));
 	ASSERT_EQ((int)(n * len), dmabufrw_rw_fixed(&self->ring, false, self->fd, 0,
 						    0, n * len, DISK_POS));
-	EXPECT_EQ(-1, check_at(self->dev, self->bar_off, n * len, 0xdec0, DISK_POS));
+	EXPECT_EQ(-1, pattern_check_fd(self->dev, self->bar_off, n * len, 0xdec0, DISK_POS));
 }
 
 /*

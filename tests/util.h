@@ -127,6 +127,59 @@ static inline long pattern_check(const void *buf, size_t len, uint64_t seed, uin
 }
 
 /*
+ * Write @len bytes of the pattern of @seed, as made for position @ppos, at
+ * @off of @fd, from an aligned buffer (O_DIRECT files): 0 or -errno.
+ */
+static inline int pattern_fill_fd(int fd, uint64_t off, size_t len,
+				  uint64_t seed, uint64_t ppos)
+{
+	void *buf;
+	int ret = 0;
+
+	if (posix_memalign(&buf, 4096, len))
+		return -ENOMEM;
+	pattern_fill(buf, len, seed, ppos);
+	if (pwrite(fd, buf, len, off) != (ssize_t)len)
+		ret = -EIO;
+	free(buf);
+	return ret;
+}
+
+/*
+ * Check @len bytes at @off of @fd against that pattern: -1 if it holds,
+ * else the offset of the first bad word; -2 if the read fails, -3 without
+ * memory.
+ */
+static inline long pattern_check_fd(int fd, uint64_t off, size_t len,
+				    uint64_t seed, uint64_t ppos)
+{
+	void *buf;
+	long bad = -2;
+
+	if (posix_memalign(&buf, 4096, len))
+		return -3;
+	if (pread(fd, buf, len, off) == (ssize_t)len)
+		bad = pattern_check(buf, len, seed, ppos);
+	free(buf);
+	return bad;
+}
+
+/*
+ * The device memory the VM runner attached (scripts/run-vm --devmem,
+ * dmabufrw_devmem): skip without it; @p2p is set for the switch topology,
+ * where peer-to-peer DMA moves data, and cleared for the root bus, where
+ * it is refused.
+ */
+#define REQUIRE_DEVMEM(p2p) do {					\
+	const char *__topo = getenv("dmabufrw_devmem");			\
+									\
+	if (!__topo)							\
+		SKIP(return, "no device memory (scripts/run-vm --devmem root|switch)"); \
+	ASSERT_TRUE(!strcmp(__topo, "switch") || !strcmp(__topo, "root")); \
+	(p2p) = !strcmp(__topo, "switch");				\
+} while (0)
+
+/*
  * A system call that must fail with errno @err: a call that succeeds fails
  * both checks, and errno is only read after a failure.
  */
