@@ -131,6 +131,14 @@ $(KHDR)/.stamp: $(wildcard kernel/patches/*/*.patch) | tree
 	$(MAKE) -s -C $(TREE) O=$(BUILD)/obj-headers ARCH=x86_64 headers
 	@touch $@
 
+# The device-memory test imports into vgem through the DRM uAPI, which
+# Debian 12's linux-libc-dev does not ship: from the exported headers,
+# searched after the system's.
+$(GUEST)/tests/dmabuf_devmem: tests/dmabuf_devmem.c tests/util.h tests/texp.h \
+		$(LIB_SRC) $(LIB_HDR) $(KHDR)/.stamp | tree
+	@mkdir -p $(@D)
+	$(CC) $(USER_CFLAGS) $(HARNESS) -idirafter $(KHDR) -o $@ $< $(LIB_SRC) -luring -lpthread
+
 # vfio-pci's dma-buf export (VFIO_DEVICE_FEATURE_DMA_BUF) is newer than
 # Debian 12's linux-libc-dev too: from the tree's exported headers.
 $(GUEST)/inc/linux/vfio.h: $(KHDR)/.stamp
@@ -154,13 +162,13 @@ $(GUEST)/tests/kselftest-iommufd: $(KHDR)/.stamp
 	@mkdir -p $(@D)
 	$(CC) $(KSFT_CFLAGS) -D_GNU_SOURCE -o $@ $(KSFT)/iommu/iommufd.c -lcap
 
-$(GUEST)/tools/dmabuf-rw-demo: tools/demo/dmabuf-rw-demo.c $(LIB_SRC) $(LIB_HDR)
+$(GUEST)/tools/dmabuf-rw-demo: tools/demo/dmabuf-rw-demo.c $(LIB_SRC) $(LIB_HDR) | tree
 	@mkdir -p $(@D)
-	$(CC) $(USER_CFLAGS) -o $@ $< $(LIB_SRC) -luring
+	$(CC) $(USER_CFLAGS) -I$(TREE)/drivers/dma-buf -o $@ $< $(LIB_SRC) -luring
 
-$(GUEST)/tools/dmabuf-rw-bench: tools/bench/dmabuf-rw-bench.c $(LIB_SRC) $(LIB_HDR)
+$(GUEST)/tools/dmabuf-rw-bench: tools/bench/dmabuf-rw-bench.c $(LIB_SRC) $(LIB_HDR) | tree
 	@mkdir -p $(@D)
-	$(CC) $(USER_CFLAGS) -o $@ $< $(LIB_SRC) -luring -lpthread -lm
+	$(CC) $(USER_CFLAGS) -I$(TREE)/drivers/dma-buf -o $@ $< $(LIB_SRC) -luring -lpthread -lm
 
 # The initramfs packs the kernel's modules: built after the kernel.
 initramfs: kernel tools
@@ -175,9 +183,27 @@ initramfs-bpf: kernel-bpf tools
 test: kernel initramfs kernel-bpf initramfs-bpf
 	@scripts/run-tests
 
+# DEVMEM=switch|root adds device memory (scripts/run-vm --devmem): behind
+# the switch the IOMMU mode is none unless IOMMU says pt (a translating
+# IOMMU model in QEMU drops peer-to-peer DMA, README), and the host checks
+# the BAR's backing file for what the NVMe controller wrote.
+DEVMEM ?=
+ifeq ($(DEVMEM)$(origin IOMMU),switchfile)
+demo: IOMMU := none
+endif
 demo: kernel initramfs
-	@scripts/run-vm --mode demo --iommu $(IOMMU) --timeout 600; rc=$$?; \
-	 sed -e 's/\r$$//' -e '/^@@@ /d' $(BUILD)/vm/debug-$(IOMMU)-demo/results.txt; exit $$rc
+	@case "$(DEVMEM):$(IOMMU)" in switch:strict|switch:lazy) \
+	  echo "DEVMEM=switch: IOMMU=none or pt (QEMU's IOMMU model drops peer-to-peer DMA)" >&2; exit 2 ;; \
+	 :*|switch:*|root:*) ;; *) echo "DEVMEM: switch or root" >&2; exit 2 ;; esac; \
+	 vm=$(BUILD)/vm/debug-$(IOMMU)-demo; \
+	 scripts/run-vm --mode demo --iommu $(IOMMU) $(if $(DEVMEM),--devmem $(DEVMEM)) \
+	  --timeout 600 --out $$vm; rc=$$?; \
+	 sed -e 's/\r$$//' -e '/^@@@ /d' $$vm/results.txt; \
+	 check=$$(tr -d '\r' < $$vm/results.txt | sed -n 's/^devmem-host-check: //p'); \
+	 if [ $$rc -eq 0 ] && [ -n "$$check" ]; then \
+	  echo "host: the BAR's backing file, read outside the guest:"; \
+	  scripts/check-devmem $$vm/devmem.img $$check || rc=1; \
+	 fi; exit $$rc
 
 shell: kernel initramfs
 	@scripts/run-vm --mode shell --iommu $(IOMMU)

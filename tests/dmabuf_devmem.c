@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <drm/drm.h>
 #include <liburing.h>
 
 #include "kselftest_harness.h"
@@ -296,6 +297,61 @@ TEST_F(devmem, registration_follows_the_p2p_topology)
 		EXPECT_EQ(self->p2p ? 1 : 0, st.attaches);
 		close(dbuf);
 	}
+}
+
+/* A DRM card of the vgem driver, open, or -1. */
+static int open_vgem(void)
+{
+	for (int i = 0; i < 16; i++) {
+		char path[32], name[16] = "";
+		struct drm_version v = { .name = name, .name_len = sizeof(name) - 1 };
+		int fd;
+
+		snprintf(path, sizeof(path), "/dev/dri/card%d", i);
+		fd = open(path, O_RDWR | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		if (!ioctl(fd, DRM_IOCTL_VERSION, &v) && !strcmp(name, "vgem"))
+			return fd;
+		close(fd);
+	}
+	return -1;
+}
+
+/*
+ * An importer that cannot be revoked and does not take peer-to-peer
+ * memory (vgem's PRIME import: a static attachment, as most DRM drivers
+ * make) cannot attach device memory: the import fails with EOPNOTSUPP
+ * and the exporter counts no attach, in either topology; a buffer of
+ * pages from the same exporter imports.
+ */
+TEST_F(devmem, importers_without_peer_to_peer_are_refused)
+{
+	struct drm_prime_handle h = { .flags = DRM_CLOEXEC };
+	struct drm_gem_close gc = { 0 };
+	struct dmabuf_test_stats st;
+	int card, dbuf, pbuf;
+
+	card = open_vgem();
+	ASSERT_LE(0, card) TH_LOG("no vgem card (CONFIG_DRM_VGEM, module vgem)");
+	pbuf = texp_create(self->ctl, MiB, 0);
+	ASSERT_LE(0, pbuf);
+	h.fd = pbuf;
+	ASSERT_EQ(0, ioctl(card, DRM_IOCTL_PRIME_FD_TO_HANDLE, &h))
+		TH_LOG("importing pages: %s", strerror(errno));
+	gc.handle = h.handle;
+	EXPECT_EQ(0, ioctl(card, DRM_IOCTL_GEM_CLOSE, &gc));
+
+	dbuf = texp_create(self->ctl, MiB, DMABUF_TEST_F_DEVMEM);
+	ASSERT_LE(0, dbuf);
+	h.fd = dbuf;
+	EXPECT_ERRNO(EOPNOTSUPP, ioctl(card, DRM_IOCTL_PRIME_FD_TO_HANDLE, &h));
+	ASSERT_EQ(0, texp_stats(self->ctl, dbuf, &st));
+	EXPECT_EQ(0, st.attaches);
+	EXPECT_EQ(0, st.maps);
+	close(dbuf);
+	close(pbuf);
+	close(card);
 }
 
 /*

@@ -377,6 +377,93 @@ TEST_F(files, hole_read_without_a_kernel_mapping_fails_with_eopnotsupp)
 	unlink(path);
 }
 
+/*
+ * A file on ext4 or XFS and device memory (a test-exporter buffer in the
+ * ivshmem BAR, no struct pages): random transfers at queue depths 1 to 64
+ * from the BAR into a new file and back into the BAR, checked through the
+ * exporter's CPU access to the BAR and a buffered pread of the file.  The
+ * CPU cannot zero device memory that has no kernel mapping: a read that
+ * reaches a hole ends short there and one that starts in it fails with
+ * EOPNOTSUPP, the BAR past the data untouched.  On the root bus, where
+ * peer-to-peer DMA is refused, the registration fails with EOPNOTSUPP.
+ */
+TEST_F(files, device_memory_moves_to_and_from_files_and_holes_stay_untouched)
+{
+	const unsigned int qds[] = { 1, 8, 64 }, n = 16, slot = 256 * KiB;
+	const size_t size = n * slot;
+	const char *path = fpath(self->dir, "devmem");
+	struct fixed_io x[16];
+	int ctl, dbuf, fd, ret;
+	unsigned int q, i;
+	void *buf;
+	bool p2p;
+
+	REQUIRE_DEVMEM(p2p);
+	ctl = texp_open();
+	ASSERT_LE(0, ctl) TH_LOG("%s: %s", TEXP_DEV, strerror(-ctl));
+	dbuf = texp_create(ctl, size, DMABUF_TEST_F_DEVMEM);
+	ASSERT_LE(0, dbuf) TH_LOG("device-memory buffer: %s", strerror(-dbuf));
+	fd = new_file(self->dir, "devmem");
+	ASSERT_LE(0, fd);
+	ret = dmabufrw_register_dmabuf(&self->ring, 2, dbuf, fd);
+	if (!p2p) {
+		EXPECT_EQ(-EOPNOTSUPP, ret);
+		goto out;
+	}
+	ASSERT_EQ(0, ret) TH_LOG("register: %s", strerror(-ret));
+	buf = malloc(size);
+	ASSERT_NE(NULL, buf);
+	srandom(0xde7e);
+	for (q = 0; q < 3; q++) {
+		uint64_t seed = 0xde7f11e0 + q;
+
+		for (i = 0; i < n; i++) {
+			unsigned int len = (1 + random() % (slot / (4 * KiB))) * 4 * KiB;
+			unsigned int room = (slot - len) / (4 * KiB);
+
+			x[i].len = len;
+			x[i].buf_off = i * slot + (random() % (room + 1)) * 4 * KiB;
+			x[i].off = (q * n + i) * slot +
+					(random() % (room + 1)) * 4 * KiB;
+			pattern_fill(buf + x[i].buf_off, len, seed, x[i].off);
+		}
+		ASSERT_EQ(0, texp_rw(ctl, dbuf, 1, 0, buf, size));
+		ASSERT_EQ(0, fixed_io_batch(&self->ring, true, fd, 2, x, n, qds[q]));
+		memset(buf, 0xee, size);
+		ASSERT_EQ(0, texp_rw(ctl, dbuf, 1, 0, buf, size));
+		ASSERT_EQ(0, fixed_io_batch(&self->ring, false, fd, 2, x, n, qds[q]));
+		ASSERT_EQ(0, texp_rw(ctl, dbuf, 0, 0, buf, size));
+		for (i = 0; i < n; i++) {
+			EXPECT_EQ(-1, pattern_check(buf + x[i].buf_off, x[i].len,
+						    seed, x[i].off))
+				TH_LOG("BAR: qd %u transfer %u", qds[q], i);
+			EXPECT_EQ(-1, file_check(path, x[i].off, x[i].len, seed))
+				TH_LOG("file: qd %u transfer %u", qds[q], i);
+		}
+	}
+
+	/* 64 KiB of data at 0, then a hole to EOF at 1 MiB */
+	ASSERT_EQ(0, ftruncate(fd, 0));
+	ASSERT_EQ(0, pattern_fill_fd(fd, 0, 64 * KiB, 0x401e, 0));
+	ASSERT_EQ(0, ftruncate(fd, MiB));
+	memset(buf, 0xee, size);
+	ASSERT_EQ(0, texp_rw(ctl, dbuf, 1, 0, buf, size));
+	EXPECT_EQ(64 * KiB, dmabufrw_rw_fixed(&self->ring, false, fd, 2, 0,
+					      256 * KiB, 0));
+	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&self->ring, false, fd, 2,
+						 256 * KiB, 256 * KiB, 64 * KiB));
+	ASSERT_EQ(0, texp_rw(ctl, dbuf, 0, 0, buf, size));
+	EXPECT_EQ(-1, pattern_check(buf, 64 * KiB, 0x401e, 0));
+	EXPECT_EQ(-1, first_not(buf + 64 * KiB, size - 64 * KiB, 0xee));
+	free(buf);
+	dmabufrw_unregister_slot(&self->ring, 2);
+out:
+	close(fd);
+	close(dbuf);
+	close(ctl);
+	unlink(path);
+}
+
 /* A WRITE_FIXED with RWF_* flags (@rw_flags), waited for: its result. */
 static int write_fixed_flags(struct io_uring *ring, int fd, unsigned int idx,
 			     uint64_t addr, unsigned int len, uint64_t off,

@@ -7,8 +7,9 @@
  * memory it moved away from must be intact: no DMA after invalidation.
  *
  * dmabufrw_storm_seconds=N (kernel command line, or environment) sets the
- * length of each migration storm (default 45 s); `make soak` runs the storm
- * alone for longer.
+ * length of each migration storm (default 45 s), and
+ * dmabufrw_devmem_storm_seconds=N that of the device-memory one (default:
+ * the others'); `make soak` runs the storm alone for longer.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -45,10 +46,13 @@
 #define POISON_WORD	(0x0101010101010101ULL * DMABUF_TEST_POISON)
 #define MAX_ERRNO	134
 
-static int storm_seconds(void)
+static int storm_seconds(const char *exporter)
 {
 	const char *s = getenv("dmabufrw_storm_seconds");
+	const char *d = getenv("dmabufrw_devmem_storm_seconds");
 
+	if (!strcmp(exporter, "devmem") && d && atoi(d) > 0)
+		return atoi(d);
 	return s && atoi(s) > 0 ? atoi(s) : 45;
 }
 
@@ -481,7 +485,7 @@ static void migration_storm(struct __test_metadata *_metadata, int ctl,
 	struct migrator m = { .ctl = ctl, .dbuf = dbuf, .min_us = 1000,
 			      .max_us = 5000, .seed = 3, .stop = &stop };
 	pthread_t trd, twr, tm;
-	int seconds = storm_seconds();
+	int seconds = storm_seconds(exporter);
 	struct dmabuf_test_stats st;
 	double t0;
 
@@ -647,7 +651,7 @@ TEST_F_TIMEOUT(texp_files, migration_storm_on_ext4_and_xfs_files_loses_no_data, 
 	struct storm_io rd[2], wr[2];
 	struct migrator m[2];
 	pthread_t trd[2], twr[2], tm[2];
-	int seconds = storm_seconds();
+	int seconds = storm_seconds("files");
 	struct dmabuf_test_stats st;
 	double t0 = now_sec();
 

@@ -12,8 +12,15 @@
  *   fixed            the same memory registered as one fixed buffer,
  *                    READ_FIXED / WRITE_FIXED with sqe->addr the address
  *   dmabuf-udmabuf   a udmabuf (sealed memfd) registered with the target
- *   dmabuf-heap      a dma-heap buffer registered with the target;
- *                    READ_FIXED / WRITE_FIXED with sqe->addr the offset
+ *   dmabuf-heap      a dma-heap buffer registered with the target
+ *   dmabuf-devmem    device memory: a buffer of the test exporter
+ *                    (CONFIG_DMABUF_TEST_EXPORTER) in the BAR of its PCI
+ *                    device, no struct pages, registered with the target;
+ *                    the dma-buf kinds do READ_FIXED / WRITE_FIXED with
+ *                    sqe->addr the offset in the buffer
+ *
+ * --verify reaches the dma-buf through its CPU mapping (mmap), device
+ * memory, which has none, through the exporter's copy ioctl.
  *
  * Completion latency is the time from just before the submitting
  * io_uring_enter() to the reap that saw the CQE (one clock read per batch,
@@ -51,6 +58,9 @@
 #include <liburing.h>
 
 #include "dmabufrw.h"
+#include "dma-buf-test-exporter-uapi.h"
+
+#define TEXP_DEV "/dev/dma_buf_test_exporter"
 
 #define PROG "dmabuf-rw-bench"
 
@@ -59,6 +69,7 @@ enum kind {
 	KIND_FIXED,
 	KIND_UDMABUF,
 	KIND_HEAP,
+	KIND_DEVMEM,
 	NR_KINDS,
 };
 
@@ -67,11 +78,12 @@ static const char *const kind_names[NR_KINDS] = {
 	[KIND_FIXED]	= "fixed",
 	[KIND_UDMABUF]	= "dmabuf-udmabuf",
 	[KIND_HEAP]	= "dmabuf-heap",
+	[KIND_DEVMEM]	= "dmabuf-devmem",
 };
 
 static bool kind_is_dmabuf(enum kind k)
 {
-	return k == KIND_UDMABUF || k == KIND_HEAP;
+	return k == KIND_UDMABUF || k == KIND_HEAP || k == KIND_DEVMEM;
 }
 
 #define MAX_TAGS	16
@@ -185,7 +197,9 @@ struct worker {
 	int fd;
 	int sqe_fd;			/* 0 with registered files */
 	int dmabuf_fd;
-	char *cpu;			/* CPU view of the buffer area, or NULL */
+	int texp_fd;			/* dmabuf-devmem: the exporter, or -1 */
+	char *cpu;			/* CPU view of the buffer area, or NULL;
+					 * dmabuf-devmem: a copy of it */
 	size_t area_len;
 	uint64_t first_block;		/* of the part of the region used */
 	uint64_t nr_blocks;
@@ -278,12 +292,28 @@ static void cpu_access(struct worker *w, bool begin, bool read, bool write)
 			 (write ? DMA_BUF_SYNC_WRITE : 0);
 	int ret;
 
-	if (w->dmabuf_fd < 0)
+	if (w->dmabuf_fd < 0 || w->texp_fd >= 0)
 		return;
 	ret = begin ? dmabufrw_cpu_begin(w->dmabuf_fd, flags) :
 		      dmabufrw_cpu_end(w->dmabuf_fd, flags);
 	if (ret)
 		die("thread %u: DMA_BUF_IOCTL_SYNC: %s", w->id, strerror(-ret));
+}
+
+/* dmabuf-devmem: copy a slot between the CPU copy and the device memory. */
+static void devmem_copy(struct worker *w, unsigned int slot, bool to_devmem)
+{
+	struct dmabuf_test_rw rw = {
+		.fd = w->dmabuf_fd,
+		.flags = to_devmem ? DMABUF_TEST_RW_WRITE : 0,
+		.offset = (uint64_t)slot * opt.bs,
+		.len = opt.bs,
+		.ptr = (uintptr_t)(w->cpu + (size_t)slot * opt.bs),
+	};
+
+	if (w->texp_fd >= 0 && ioctl(w->texp_fd, DMABUF_TEST_IOC_RW, &rw))
+		die("thread %u: copy %s device memory: %s", w->id,
+		    to_devmem ? "to" : "from", strerror(errno));
 }
 
 static void fill_slot(struct worker *w, unsigned int slot, uint64_t off)
@@ -295,6 +325,7 @@ static void fill_slot(struct worker *w, unsigned int slot, uint64_t off)
 	for (i = 0; i < opt.bs / 8; i++)
 		p[i] = pattern(off + i * 8);
 	cpu_access(w, false, false, true);
+	devmem_copy(w, slot, true);
 }
 
 static void poison_slot(struct worker *w, unsigned int slot)
@@ -302,6 +333,7 @@ static void poison_slot(struct worker *w, unsigned int slot)
 	cpu_access(w, true, false, true);
 	memset(w->cpu + (size_t)slot * opt.bs, 0xa5, opt.bs);
 	cpu_access(w, false, false, true);
+	devmem_copy(w, slot, true);
 }
 
 static void check_slot(struct worker *w, unsigned int slot, uint64_t off)
@@ -309,6 +341,7 @@ static void check_slot(struct worker *w, unsigned int slot, uint64_t off)
 	const uint64_t *p = (uint64_t *)(w->cpu + (size_t)slot * opt.bs);
 	unsigned int i;
 
+	devmem_copy(w, slot, false);
 	cpu_access(w, true, true, false);
 	for (i = 0; i < opt.bs / 8; i++) {
 		if (p[i] == pattern(off + i * 8))
@@ -511,6 +544,24 @@ static void *worker_fn(void *arg)
 /* ------------------------------------------------------------------ */
 /* Set-up                                                               */
 
+/*
+ * dmabuf-devmem: a buffer of the area's size in the BAR of the test
+ * exporter's PCI device; the exporter's descriptor stays open in
+ * w->texp_fd for --verify's copies.  The new dma-buf's fd or -errno.
+ */
+static int alloc_devmem(struct worker *w)
+{
+	struct dmabuf_test_create c = {
+		.size = w->area_len,
+		.flags = DMABUF_TEST_F_DEVMEM,
+	};
+
+	w->texp_fd = open(TEXP_DEV, O_RDWR | O_CLOEXEC);
+	if (w->texp_fd < 0)
+		return -errno;
+	return ioctl(w->texp_fd, DMABUF_TEST_IOC_CREATE, &c) ? -errno : c.fd;
+}
+
 static void setup_worker(struct worker *w, uint64_t region_blocks)
 {
 	struct io_uring_params p = { .flags = IORING_SETUP_CQSIZE };
@@ -518,7 +569,7 @@ static void setup_worker(struct worker *w, uint64_t region_blocks)
 	long page = sysconf(_SC_PAGESIZE);
 	int ret, flags;
 
-	w->dmabuf_fd = -1;
+	w->dmabuf_fd = w->texp_fd = -1;
 	w->rng = mix64(opt.seed + w->id + 1) | 1;
 	/* sequential and verify runs split the region between the threads */
 	if (!opt.rand || opt.verify) {
@@ -568,13 +619,18 @@ static void setup_worker(struct worker *w, uint64_t region_blocks)
 		break;
 	case KIND_UDMABUF:
 	case KIND_HEAP:
+	case KIND_DEVMEM:
 		if (opt.kind == KIND_UDMABUF)
 			ret = dmabufrw_alloc_udmabuf(w->area_len, NULL);
-		else
+		else if (opt.kind == KIND_HEAP)
 			ret = dmabufrw_alloc_heap(opt.heap, w->area_len);
+		else
+			ret = alloc_devmem(w);
 		if (ret < 0)
 			die("allocating a %zu-byte %s: %s", w->area_len,
-			    opt.kind == KIND_UDMABUF ? "udmabuf" : "dma-heap buffer",
+			    opt.kind == KIND_UDMABUF ? "udmabuf" :
+			    opt.kind == KIND_HEAP ? "dma-heap buffer" :
+			    "device-memory buffer (" TEXP_DEV ")",
 			    strerror(-ret));
 		w->dmabuf_fd = ret;
 		ret = io_uring_register_buffers_sparse(&w->ring, 1);
@@ -585,7 +641,12 @@ static void setup_worker(struct worker *w, uint64_t region_blocks)
 			die("registering the dma-buf for %s: %s%s", opt.dev,
 			    strerror(-ret), ret == -EINVAL || ret == -EOPNOTSUPP ?
 			    " (a kernel without the dmabuf-rw series, or a target that cannot do dma-buf I/O?)" : "");
-		if (opt.verify) {
+		if (opt.verify && opt.kind == KIND_DEVMEM) {
+			w->cpu = mmap(NULL, w->area_len, PROT_READ | PROT_WRITE,
+				      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			if (w->cpu == MAP_FAILED)
+				die("mmap %zu bytes: %s", w->area_len, strerror(errno));
+		} else if (opt.verify) {
 			w->cpu = mmap(NULL, w->area_len, PROT_READ | PROT_WRITE,
 				      MAP_SHARED, w->dmabuf_fd, 0);
 			if (w->cpu == MAP_FAILED)
@@ -618,6 +679,8 @@ static void teardown_worker(struct worker *w)
 		munmap(w->cpu, w->area_len);
 	if (w->dmabuf_fd >= 0)
 		close(w->dmabuf_fd);
+	if (w->texp_fd >= 0)
+		close(w->texp_fd);
 	close(w->fd);
 	free(w->slot_off);
 	free(w->slot_stamp);
@@ -708,6 +771,8 @@ static void usage(void)
 "                             fixed           registered user memory, READ/WRITE_FIXED\n"
 "                             dmabuf-udmabuf  a registered udmabuf, READ/WRITE_FIXED\n"
 "                             dmabuf-heap     a registered dma-heap buffer, READ/WRITE_FIXED\n"
+"                             dmabuf-devmem   a registered device-memory buffer of the\n"
+"                                             test exporter, READ/WRITE_FIXED\n"
 "  -w, --rw RW              randread (default), randwrite, read or write\n"
 "                           (read and write are sequential)\n"
 "  -b, --bs SIZE            block size, a multiple of the logical block size\n"
@@ -863,7 +928,7 @@ static void parse_options(int argc, char **argv)
 				if (!strcmp(optarg, kind_names[k]))
 					break;
 			if (k == NR_KINDS)
-				die_usage("--kind: unknown kind '%s' (plain, fixed, dmabuf-udmabuf, dmabuf-heap)",
+				die_usage("--kind: unknown kind '%s' (plain, fixed, dmabuf-udmabuf, dmabuf-heap, dmabuf-devmem)",
 					  optarg);
 			opt.kind = k;
 			break;
