@@ -21,7 +21,8 @@
 #
 # KERNEL_SRC=/path uses your own vanilla v7.2 tree instead of Debian's
 # linux-source-7.2.  IOMMU=strict|lazy|pt|none picks the mode of `make demo`
-# and `make shell`; TEST_IOMMU_MODES the modes `make test` boots; BENCH_*
+# and `make shell`, DEVMEM=switch|root adds device memory to the demo;
+# TEST_IOMMU_MODES the modes `make test` boots; BENCH_*
 # (see scripts/bench) the plan of `make bench`.
 
 SHELL := /bin/bash
@@ -162,11 +163,15 @@ $(GUEST)/tests/kselftest-iommufd: $(KHDR)/.stamp
 	@mkdir -p $(@D)
 	$(CC) $(KSFT_CFLAGS) -D_GNU_SOURCE -o $@ $(KSFT)/iommu/iommufd.c -lcap
 
-$(GUEST)/tools/dmabuf-rw-demo: tools/demo/dmabuf-rw-demo.c $(LIB_SRC) $(LIB_HDR) | tree
+# The demo and the benchmark take the test exporter's uAPI header from the
+# tree: built again when the series changes.
+$(GUEST)/tools/dmabuf-rw-demo: tools/demo/dmabuf-rw-demo.c $(LIB_SRC) $(LIB_HDR) \
+		$(wildcard kernel/patches/*/*.patch) | tree
 	@mkdir -p $(@D)
 	$(CC) $(USER_CFLAGS) -I$(TREE)/drivers/dma-buf -o $@ $< $(LIB_SRC) -luring
 
-$(GUEST)/tools/dmabuf-rw-bench: tools/bench/dmabuf-rw-bench.c $(LIB_SRC) $(LIB_HDR) | tree
+$(GUEST)/tools/dmabuf-rw-bench: tools/bench/dmabuf-rw-bench.c $(LIB_SRC) $(LIB_HDR) \
+		$(wildcard kernel/patches/*/*.patch) | tree
 	@mkdir -p $(@D)
 	$(CC) $(USER_CFLAGS) -I$(TREE)/drivers/dma-buf -o $@ $< $(LIB_SRC) -luring -lpthread -lm
 
@@ -203,6 +208,8 @@ demo: kernel initramfs
 	 if [ $$rc -eq 0 ] && [ -n "$$check" ]; then \
 	  echo "host: the BAR's backing file, read outside the guest:"; \
 	  scripts/check-devmem $$vm/devmem.img $$check || rc=1; \
+	 elif [ $$rc -eq 0 ] && [ "$(DEVMEM)" = switch ]; then \
+	  echo "host: the guest moved no data to device memory (no devmem-host-check line)" >&2; rc=1; \
 	 fi; exit $$rc
 
 shell: kernel initramfs

@@ -319,11 +319,12 @@ static int open_vgem(void)
 }
 
 /*
- * An importer that cannot be revoked and does not take peer-to-peer
- * memory (vgem's PRIME import: a static attachment, as most DRM drivers
- * make) cannot attach device memory: the import fails with EOPNOTSUPP
- * and the exporter counts no attach, in either topology; a buffer of
- * pages from the same exporter imports.
+ * An ordinary importer (vgem's PRIME import: a static attachment, as most
+ * DRM drivers make, which cannot be revoked, takes no peer-to-peer memory
+ * and has no PCI device) cannot attach device memory: the import fails
+ * with EOPNOTSUPP and the exporter counts no attach, in either topology;
+ * a buffer of pages from the same exporter imports.  Any one of the
+ * three reasons refuses it: this shows the refusal, not which check.
  */
 TEST_F(devmem, importers_without_peer_to_peer_are_refused)
 {
@@ -333,7 +334,8 @@ TEST_F(devmem, importers_without_peer_to_peer_are_refused)
 	int card, dbuf, pbuf;
 
 	card = open_vgem();
-	ASSERT_LE(0, card) TH_LOG("no vgem card (CONFIG_DRM_VGEM, module vgem)");
+	if (card < 0)
+		SKIP(return, "no vgem card (CONFIG_DRM_VGEM, module vgem)");
 	pbuf = texp_create(self->ctl, MiB, 0);
 	ASSERT_LE(0, pbuf);
 	h.fd = pbuf;

@@ -111,6 +111,7 @@ struct options {
 	bool kv;
 	bool csv;
 	bool quiet;
+	bool mark_window;
 	uint64_t seed;
 	bool seed_set;
 	const char *heap;
@@ -753,6 +754,22 @@ static void take_snapshot(struct snapshot *s)
 	s->ns = now_ns();
 }
 
+/*
+ * --mark-window: instructions that do nothing and that compilers do not
+ * emit, which the instruction-counting QEMU plugin watches for.
+ */
+static void mark_window(bool open)
+{
+#if defined(__x86_64__)
+	if (!opt.mark_window)
+		return;
+	if (open)
+		asm volatile("xchg %%rcx, %%rcx" ::: "memory");
+	else
+		asm volatile("xchg %%rdx, %%rdx" ::: "memory");
+#endif
+}
+
 /* ------------------------------------------------------------------ */
 /* Options                                                              */
 
@@ -815,6 +832,10 @@ static void usage(void)
 "      --csv                also print a CSV header line and one CSV row\n"
 "      --tag KEY=VALUE      add KEY=VALUE to the --kv and --csv output (repeatable)\n"
 "  -Q, --quiet              no human-readable summary\n"
+"      --mark-window        execute a marker instruction when the measured window\n"
+"                           opens (xchg %%rcx,%%rcx) and when it closes\n"
+"                           (xchg %%rdx,%%rdx), for an instruction-counting QEMU\n"
+"                           plugin (tools/qemu-plugin/insn-count.c; x86_64)\n"
 "  -h, --help               this text\n"
 "\n"
 "Results: IOPS and MB/s (10^6 bytes/s) over the measured window; completion\n"
@@ -886,6 +907,7 @@ enum {
 	OPT_KV,
 	OPT_CSV,
 	OPT_TAG,
+	OPT_MARK_WINDOW,
 };
 
 static const struct option long_opts[] = {
@@ -911,6 +933,7 @@ static const struct option long_opts[] = {
 	{ "kv",			no_argument,	   NULL, OPT_KV },
 	{ "csv",		no_argument,	   NULL, OPT_CSV },
 	{ "tag",		required_argument, NULL, OPT_TAG },
+	{ "mark-window",	no_argument,	   NULL, OPT_MARK_WINDOW },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -1033,6 +1056,13 @@ static void parse_options(int argc, char **argv)
 			if (opt.nr_tags == MAX_TAGS)
 				die_usage("--tag: at most %d tags", MAX_TAGS);
 			opt.tags[opt.nr_tags++] = optarg;
+			break;
+		case OPT_MARK_WINDOW:
+#if defined(__x86_64__)
+			opt.mark_window = true;
+#else
+			die_usage("--mark-window: x86_64 only");
+#endif
 			break;
 		case ':':
 			die_usage("option '%s' needs an argument", argv[optind - 1]);
@@ -1302,6 +1332,8 @@ int main(int argc, char **argv)
 
 	atomic_store(&phase, opt.ramp > 0 ? PH_RAMP : PH_RUN);
 	take_snapshot(&start);
+	if (opt.ramp <= 0)
+		mark_window(true);
 	for (i = 0; i < opt.threads; i++) {
 		ret = pthread_create(&workers[i].tid, NULL, worker_fn, &workers[i]);
 		if (ret)
@@ -1310,10 +1342,12 @@ int main(int argc, char **argv)
 	if (opt.ramp > 0) {
 		sleep_until(start.ns + (uint64_t)(opt.ramp * 1e9));
 		take_snapshot(&start);
+		mark_window(true);
 		atomic_store(&phase, PH_RUN);
 	}
 	if (opt.runtime > 0) {
 		sleep_until(start.ns + (uint64_t)(opt.runtime * 1e9));
+		mark_window(false);
 		take_snapshot(&end);
 		end_ns = end.ns;
 		atomic_store(&phase, PH_STOP);
@@ -1322,6 +1356,7 @@ int main(int argc, char **argv)
 		pthread_join(workers[i].tid, NULL);
 	if (!opt.runtime) {
 		/* --ios: the window closes when the last thread has its count */
+		mark_window(false);
 		take_snapshot(&end);
 		for (i = 0; i < opt.threads; i++)
 			if (workers[i].end_ns > end_ns)
