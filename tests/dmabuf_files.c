@@ -187,6 +187,24 @@ static long file_check(const char *path, uint64_t pos, size_t len, uint64_t seed
 }
 
 /*
+ * @n transfers of round @q: each 4 KiB to @slot bytes at a random 4 KiB-
+ * aligned place of its own @slot of the buffer and of the file (the
+ * round's slots follow the earlier rounds' in the file).
+ */
+static void random_transfers(struct fixed_io *x, unsigned int n,
+			     unsigned int slot, unsigned int q)
+{
+	for (unsigned int i = 0; i < n; i++) {
+		unsigned int len = (1 + random() % (slot / (4 * KiB))) * 4 * KiB;
+		unsigned int room = (slot - len) / (4 * KiB);
+
+		x[i].len = len;
+		x[i].buf_off = i * slot + (random() % (room + 1)) * 4 * KiB;
+		x[i].off = (q * n + i) * slot + (random() % (room + 1)) * 4 * KiB;
+	}
+}
+
+/*
  * Random transfers (4 KiB to 256 KiB at random 4 KiB-aligned places of
  * their own 256 KiB slot of the file and of the buffers) at queue depths
  * 1 to 64: written from a udmabuf into a new file (allocating blocks and
@@ -208,17 +226,10 @@ TEST_F(files, round_trip_at_random_offsets_and_queue_depths)
 	for (q = 0; q < 3; q++) {
 		uint64_t seed = 0xf11e0 + q;
 
-		for (i = 0; i < n; i++) {
-			unsigned int len = (1 + random() % (slot / (4 * KiB))) * 4 * KiB;
-			unsigned int room = (slot - len) / (4 * KiB);
-
-			x[i].len = len;
-			x[i].buf_off = i * slot + (random() % (room + 1)) * 4 * KiB;
-			x[i].off = (q * n + i) * slot +
-					(random() % (room + 1)) * 4 * KiB;
-			pattern_fill(self->umap + x[i].buf_off, len, seed,
+		random_transfers(x, n, slot, q);
+		for (i = 0; i < n; i++)
+			pattern_fill(self->umap + x[i].buf_off, x[i].len, seed,
 				     x[i].off);
-		}
 		ASSERT_EQ(0, fixed_io_batch(&self->ring, true, fd, 0, x, n, qds[q]));
 		heap_fill(self, 0xee);
 		ASSERT_EQ(0, fixed_io_batch(&self->ring, false, fd, 1, x, n, qds[q]));
@@ -417,16 +428,9 @@ TEST_F(files, device_memory_moves_to_and_from_files_and_holes_stay_untouched)
 	for (q = 0; q < 3; q++) {
 		uint64_t seed = 0xde7f11e0 + q;
 
-		for (i = 0; i < n; i++) {
-			unsigned int len = (1 + random() % (slot / (4 * KiB))) * 4 * KiB;
-			unsigned int room = (slot - len) / (4 * KiB);
-
-			x[i].len = len;
-			x[i].buf_off = i * slot + (random() % (room + 1)) * 4 * KiB;
-			x[i].off = (q * n + i) * slot +
-					(random() % (room + 1)) * 4 * KiB;
-			pattern_fill(buf + x[i].buf_off, len, seed, x[i].off);
-		}
+		random_transfers(x, n, slot, q);
+		for (i = 0; i < n; i++)
+			pattern_fill(buf + x[i].buf_off, x[i].len, seed, x[i].off);
 		ASSERT_EQ(0, texp_rw(ctl, dbuf, 1, 0, buf, size));
 		ASSERT_EQ(0, fixed_io_batch(&self->ring, true, fd, 2, x, n, qds[q]));
 		memset(buf, 0xee, size);

@@ -154,6 +154,24 @@ static long pattern_bad(const uint64_t *p, size_t len, uint64_t seed,
 }
 
 /*
+ * Report a read-back of @len bytes into @p (@ret: how the read went) of
+ * @what, checked against the pattern of @seed from @pos: 0 if it holds.
+ */
+static int verify_read(int ret, const char *what, const void *p, size_t len,
+		       uint64_t seed, uint64_t pos)
+{
+	long bad = ret ? -1 : pattern_bad(p, len, seed, pos);
+
+	if (ret)
+		printf("  verify:          reading %s: %s\n", what, strerror(-ret));
+	else if (bad != -1)
+		printf("  verify:          %s: MISMATCH at byte %ld\n", what, bad);
+	else
+		printf("  verify:          all %zu bytes in %s match\n", len, what);
+	return ret || bad != -1;
+}
+
+/*
  * The disk's pattern (written by dmabuf_round_trip() at 16 MiB) read into
  * a device-memory buffer with READ_FIXED, checked through the exporter,
  * written from it to another place of the disk with WRITE_FIXED, checked
@@ -169,7 +187,6 @@ static int devmem_round_trip(const char *topo)
 	struct io_uring ring;
 	int ctl, fd, ret;
 	void *p = NULL;
-	long bad;
 
 	printf("  device memory:   ivshmem-plain BAR 2 %s\n",
 	       p2p ? "behind the PCIe switch of the NVMe controller" :
@@ -210,34 +227,18 @@ static int devmem_round_trip(const char *topo)
 		return 1;
 	memset(p, 0, size);
 	ret = texp_copy(ctl, c.fd, 0, 0, p, size);
-	if (ret) {
-		printf("  verify:          reading the BAR through the exporter: %s\n",
-		       strerror(-ret));
+	if (verify_read(ret, "the BAR (read by the exporter with the CPU)",
+			p, size, seed, from))
 		return 1;
-	}
-	bad = pattern_bad(p, size, seed, from);
-	if (bad != -1) {
-		printf("  verify:          device memory MISMATCH at byte %ld\n", bad);
-		return 1;
-	}
-	printf("  verify:          all %zu bytes in the BAR match (read by the exporter with the CPU)\n",
-	       size);
 	ret = dmabufrw_rw_fixed(&ring, 1, fd, 0, 0, size, to);
 	printf("  WRITE_FIXED:     device memory -> disk offset %llu MiB: %d bytes\n",
 	       (unsigned long long)to >> 20, ret);
 	if (ret != (int)size)
 		return 1;
 	memset(p, 0, size);
-	if (pread(fd, p, size, to) != (ssize_t)size) {
-		printf("  verify:          pread of the disk failed\n");
+	ret = pread(fd, p, size, to) == (ssize_t)size ? 0 : -EIO;
+	if (verify_read(ret, "the disk (pread)", p, size, seed, from))
 		return 1;
-	}
-	bad = pattern_bad(p, size, seed, from);
-	if (bad != -1) {
-		printf("  verify:          disk MISMATCH at byte %ld\n", bad);
-		return 1;
-	}
-	printf("  verify:          all %zu bytes on the disk match (pread)\n", size);
 	/*
 	 * The buffer starts at the BAR's first byte: it is the first one of
 	 * the boot, and the exporter places buffers first fit.  The host
