@@ -1100,13 +1100,21 @@ TEST(controller_removal_and_rescan)
 	close(memfd);
 }
 
-/* Number of io-wq worker threads ("iou-wrk-<pid>") of this process. */
-static int iowq_workers(void)
+/*
+ * Number of io-wq worker threads of this process: all of them, or (@tid not
+ * 0) those serving thread @tid, which are named "iou-wrk-<tid>".
+ */
+static int iowq_workers(pid_t tid)
 {
 	struct dirent *de;
-	char path[300], comm[32];
+	char path[300], comm[32], want[32];
 	int n = 0;
 	DIR *d;
+
+	if (tid)
+		snprintf(want, sizeof(want), "iou-wrk-%d", tid);
+	else
+		strcpy(want, "iou-wrk-");
 
 	d = opendir("/proc/self/task");
 	if (!d)
@@ -1116,7 +1124,9 @@ static int iowq_workers(void)
 			continue;
 		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", de->d_name);
 		if (read_text(path, comm, sizeof(comm)) > 0 &&
-		    !strncmp(comm, "iou-wrk-", 8))
+		    !strncmp(comm, want, strlen(want)) &&
+		    (!tid || comm[strlen(want)] == '\0' ||
+		     comm[strlen(want)] == '\n'))
 			n++;
 	}
 	closedir(d);
@@ -1151,7 +1161,7 @@ static void first_read_in_child(int dmabuf)
 	}
 	res = dmabufrw_rw_fixed(&ring, false, fd, 0,
 				dmabuf ? 0 : (uintptr_t)iov.iov_base, 4096, 0);
-	n = iowq_workers();
+	n = iowq_workers(0);
 	_exit(res == 4096 ? n : 100 + n);
 }
 
@@ -1181,6 +1191,112 @@ TEST(first_io_maps_from_iowq_after_nowait_eagain)
 	EXPECT_EQ(0, run_first_read(0));
 	EXPECT_LE(1, run_first_read(1));
 	EXPECT_GT(100, run_first_read(1));
+}
+
+#define LARGE_IO	(16 * MiB)
+
+struct large_io {
+	struct io_uring ring;
+	int fd;
+	void *addr;
+};
+
+/* Block 0 of the namespace read into slot 0 and written back. */
+static void *map_both_ways(void *arg)
+{
+	struct large_io *io = arg;
+	uintptr_t addr = (uintptr_t)io->addr;
+
+	return (void *)(long)(dmabufrw_rw_fixed(&io->ring, false, io->fd, 0,
+						addr, 4096, 0) == 4096 &&
+			      dmabufrw_rw_fixed(&io->ring, true, io->fd, 0,
+						addr, 4096, 0) == 4096);
+}
+
+/*
+ * In a new process: register a 16 MiB udmabuf (@dmabuf) or user buffer,
+ * have another thread do the first I/O in each direction (which maps the
+ * dma-buf from an io-wq worker of that thread), then read 16 MiB into the
+ * buffer and write them back at offset 0 from this thread.  Exits with the
+ * number of io-wq workers this thread got (100 + n if an I/O failed).
+ */
+static void large_io_in_child(int dmabuf)
+{
+	struct large_io io;
+	struct iovec iov;
+	pthread_t helper;
+	void *helper_ok;
+	int ubuf, memfd, n;
+	bool ok;
+
+	io.fd = open(NVME_DEV, O_RDWR | O_DIRECT);
+	if (io.fd < 0 || io_uring_queue_init(8, &io.ring, 0))
+		_exit(200);
+	io.addr = NULL;
+	if (dmabuf) {
+		ubuf = dmabufrw_alloc_udmabuf(LARGE_IO, &memfd);
+		if (ubuf < 0 || io_uring_register_buffers_sparse(&io.ring, 1) ||
+		    dmabufrw_register_dmabuf(&io.ring, 0, ubuf, io.fd))
+			_exit(201);
+	} else {
+		if (posix_memalign(&io.addr, 4096, LARGE_IO))
+			_exit(202);
+		iov.iov_base = io.addr;
+		iov.iov_len = LARGE_IO;
+		if (io_uring_register_buffers(&io.ring, &iov, 1))
+			_exit(203);
+	}
+	if (pthread_create(&helper, NULL, map_both_ways, &io) ||
+	    pthread_join(helper, &helper_ok) || !helper_ok)
+		_exit(204);
+	if (iowq_workers(gettid()))
+		_exit(205);
+	ok = dmabufrw_rw_fixed(&io.ring, false, io.fd, 0, (uintptr_t)io.addr,
+			       LARGE_IO, 0) == LARGE_IO &&
+	     dmabufrw_rw_fixed(&io.ring, true, io.fd, 0, (uintptr_t)io.addr,
+			       LARGE_IO, 0) == LARGE_IO;
+	n = iowq_workers(gettid());
+	_exit(ok ? n : 100 + n);
+}
+
+static int run_large_io(int dmabuf)
+{
+	int status;
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return -1;
+	if (!pid)
+		large_io_in_child(dmabuf);
+	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+		return -1;
+	return WEXITSTATUS(status);
+}
+
+/*
+ * A transfer larger than the device takes in one command is one dma-buf
+ * bio that the block layer splits.  Once the registration is mapped, a
+ * 16 MiB READ_FIXED and WRITE_FIXED complete from the submitting thread's
+ * nonblocking issue: no io-wq worker serves that thread.  (A registered
+ * user buffer of the same size is retried from io-wq: the block layer
+ * refuses to split its nonblocking bio.)
+ */
+TEST(mapped_16m_read_and_write_complete_without_iowq)
+{
+	char path[300], text[32];
+	long max_kb;
+
+	REQUIRE_DMABUF_IO();
+	snprintf(path, sizeof(path), "/sys/block/%s/queue/max_sectors_kb",
+		 nvme_path("%s"));
+	ASSERT_LT(0, read_text(path, text, sizeof(text)));
+	max_kb = strtol(text, NULL, 10);
+	if (max_kb <= 0 || max_kb * 1024 >= LARGE_IO)
+		SKIP(return, "%s takes %ld KiB per command: nothing to split",
+		     NVME_DEV, max_kb);
+	TH_LOG("%s: %ld KiB per command, a registered user buffer's 16 MiB I/O: %d io-wq workers",
+	       NVME_DEV, max_kb, run_large_io(0));
+	EXPECT_EQ(0, run_large_io(1));
 }
 
 TEST_HARNESS_MAIN
