@@ -16,6 +16,8 @@
 #   make bench           benchmark: base kernel, one boot per IOMMU mode,
 #                        table, CSV and plot in build/bench/
 #   make bench-quick     the same, strict IOMMU only, one repeat
+#   make bench-full      the full plan (BENCH_PLAN=full: 1-16 MiB transfers
+#                        at QD 1, 4 and 16 on every target; hours)
 #   make bench-profile   the benchmark on the profile kernel (ftrace function
 #                        profiler): kernel calls per I/O of each buffer kind
 #
@@ -43,7 +45,7 @@ TEST_BINS := $(addprefix $(GUEST)/tests/,$(TESTS))
 TOOL_BINS := $(GUEST)/tools/dmabuf-rw-demo $(GUEST)/tools/dmabuf-rw-bench
 
 .PHONY: all deps tree export series-status kernel kernel-base kernel-bpf tools \
-	initramfs initramfs-base initramfs-bpf test demo shell bench bench-quick bench-profile kernel-profile checkpatch \
+	initramfs initramfs-base initramfs-bpf test demo shell bench bench-quick bench-full bench-profile kernel-profile checkpatch \
 	check-configs check-groups check-bisect \
 	clean distclean
 
@@ -235,6 +237,10 @@ bench-profile: kernel-profile tools
 bench-quick: kernel-base tools
 	@scripts/mk-initramfs base
 	@BENCH_MODES="$${BENCH_MODES:-strict}" BENCH_REPEATS="$${BENCH_REPEATS:-1}" scripts/bench
+
+bench-full: kernel-base tools
+	@scripts/mk-initramfs base
+	@BENCH_PLAN=full scripts/bench
 
 checkpatch: tree
 	@scripts/checkpatch-series

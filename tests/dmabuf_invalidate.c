@@ -1321,18 +1321,6 @@ TEST_F_TIMEOUT(texp, registration_teardown_leaves_the_ring_alone, 120)
 
 #define THROTTLE_CG	"/sys/fs/cgroup/dmabufrw-throttle"
 
-static int write_file(const char *path, const char *text)
-{
-	int fd = open(path, O_WRONLY), ret = 0;
-
-	if (fd < 0)
-		return -errno;
-	if (write(fd, text, strlen(text)) < 0)
-		ret = -errno;
-	close(fd);
-	return ret;
-}
-
 /*
  * Put this process in a cgroup whose io.max lets @iops reads and writes a
  * second through to the disk behind @fd.
@@ -1347,7 +1335,7 @@ static int throttle_begin(int fd, unsigned int iops)
 	if (access("/sys/fs/cgroup/cgroup.controllers", F_OK) &&
 	    mount("none", "/sys/fs/cgroup", "cgroup2", 0, NULL))
 		return -errno;
-	ret = write_file("/sys/fs/cgroup/cgroup.subtree_control", "+io");
+	ret = write_text("/sys/fs/cgroup/cgroup.subtree_control", "+io");
 	if (ret)
 		return ret;
 	if (mkdir(THROTTLE_CG, 0755) && errno != EEXIST)
@@ -1356,11 +1344,11 @@ static int throttle_begin(int fd, unsigned int iops)
 		return -errno;
 	snprintf(line, sizeof(line), "%u:%u riops=%u wiops=%u",
 		 major(st.st_rdev), minor(st.st_rdev), iops, iops);
-	ret = write_file(THROTTLE_CG "/io.max", line);
+	ret = write_text(THROTTLE_CG "/io.max", line);
 	if (ret)
 		return ret;
 	snprintf(line, sizeof(line), "%d", getpid());
-	return write_file(THROTTLE_CG "/cgroup.procs", line);
+	return write_text(THROTTLE_CG "/cgroup.procs", line);
 }
 
 static void throttle_end(void)
@@ -1368,7 +1356,7 @@ static void throttle_end(void)
 	char line[32];
 
 	snprintf(line, sizeof(line), "%d", getpid());
-	write_file("/sys/fs/cgroup/cgroup.procs", line);
+	write_text("/sys/fs/cgroup/cgroup.procs", line);
 	rmdir(THROTTLE_CG);
 }
 
@@ -1515,7 +1503,7 @@ static void *queue_freeze_thread(void *arg)
 {
 	struct queue_freeze *q = arg;
 
-	q->res = write_file(q->path, q->value);
+	q->res = write_text(q->path, q->value);
 	q->done = 1;
 	return NULL;
 }
@@ -1560,7 +1548,7 @@ TEST_F_TIMEOUT(texp, invalidation_does_not_wait_for_io_parked_by_a_queue_freeze,
 	qf.path = nr_path;
 	snprintf(qf.value, sizeof(qf.value), "%u", nr - 1);
 	/* the inflight count is that of accounted requests */
-	ASSERT_EQ(0, write_file(nvme_slow_path("/sys/block/%s/queue/iostats"), "1"));
+	ASSERT_EQ(0, write_text(nvme_slow_path("/sys/block/%s/queue/iostats"), "1"));
 
 	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 0, self->dbuf, sfd));
 	pattern_fill(self->kbuf, n * 4096, 0xf2, 0);
@@ -1608,7 +1596,7 @@ TEST_F_TIMEOUT(texp, invalidation_does_not_wait_for_io_parked_by_a_queue_freeze,
 			break;
 	EXPECT_EQ((int)(n * 4096), i) TH_LOG("byte %d is not what the device read", i);
 
-	EXPECT_EQ(0, write_file(nr_path, old_nr));
+	EXPECT_EQ(0, write_text(nr_path, old_nr));
 	ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 0));
 	free(pr.buf);
 	close(pfd);
@@ -1619,7 +1607,7 @@ TEST_F_TIMEOUT(texp, invalidation_does_not_wait_for_io_parked_by_a_queue_freeze,
 /* Write "1" to a sysfs attribute. */
 static int poke_sysfs(const char *path)
 {
-	return write_file(path, "1");
+	return write_text(path, "1");
 }
 
 /* The sysfs "remove" attribute of the PCI device behind NVME_DEV. */

@@ -31,6 +31,39 @@
 #define OP_READV_FIXED	60
 
 /*
+ * Number of io-wq worker threads of this process: all of them, or (@tid not
+ * 0) those serving thread @tid, which are named "iou-wrk-<tid>".
+ */
+static int iowq_workers(pid_t tid)
+{
+	struct dirent *de;
+	char path[300], comm[32], want[32];
+	int n = 0;
+	DIR *d;
+
+	if (tid)
+		snprintf(want, sizeof(want), "iou-wrk-%d", tid);
+	else
+		strcpy(want, "iou-wrk-");
+
+	d = opendir("/proc/self/task");
+	if (!d)
+		return -1;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", de->d_name);
+		if (read_text(path, comm, sizeof(comm)) > 0 &&
+		    !strncmp(comm, want, strlen(want)) &&
+		    (!tid || comm[strlen(want)] == '\0' ||
+		     comm[strlen(want)] == '\n'))
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+/*
  * A udmabuf (CPU view through its memfd) in slot 0 and a system-heap buffer
  * (CPU view through its own mapping) in slot 1, both registered for @fd.
  */
@@ -306,6 +339,88 @@ TEST_F(dmabuf_rw, large_transfers_are_split)
 	close(ubuf);
 	close(heap);
 	close(memfd);
+}
+
+/*
+ * Four 2 MiB writes in flight at once, then four reads, with the device
+ * taking 4 KiB per command: 2048 commands, more than the device has
+ * requests for (1023 on the rig), so that nonblocking issues find the queue full after
+ * other parts of the same I/O went out, and such an I/O is issued again
+ * whole from io-wq.  Every I/O completes in full and the data read back
+ * are the data written.
+ */
+TEST_F_TIMEOUT(dmabuf_rw, large_transfers_with_the_queue_full_move_the_right_data, 300)
+{
+	const unsigned int n = 4;
+	const size_t len = 2 * MiB, size = n * len;
+	const uint64_t seed = 0xf011;
+	char path[300], old_kb[32];
+	struct io_uring_sqe *sqe;
+	struct io_uring_cqe *cqe;
+	unsigned int i, pass;
+	double t;
+	void *map;
+	int heap;
+
+	snprintf(path, sizeof(path), "/sys/block/%s/queue/nr_requests",
+		 nvme_path("%s"));
+	ASSERT_LT(0, read_text(path, old_kb, sizeof(old_kb)));
+	ASSERT_LT(strtol(old_kb, NULL, 10), size / 4096)
+		TH_LOG("the queue takes %s requests", old_kb);
+	snprintf(path, sizeof(path), "/sys/block/%s/queue/max_sectors_kb",
+		 nvme_path("%s"));
+	ASSERT_LT(0, read_text(path, old_kb, sizeof(old_kb)));
+	heap = dmabufrw_alloc_heap("system", size);
+	ASSERT_LE(0, heap);
+	map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, heap, 0);
+	ASSERT_NE(MAP_FAILED, map);
+	ASSERT_EQ(0, dmabufrw_cpu_begin(heap, DMA_BUF_SYNC_WRITE));
+	pattern_fill(map, size, seed, 0);
+	ASSERT_EQ(0, dmabufrw_cpu_end(heap, DMA_BUF_SYNC_WRITE));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 0, heap, self->fd));
+	ASSERT_EQ(0, write_text(path, "4"));
+
+	for (pass = 0; pass < 2; pass++) {
+		if (pass) {
+			EXPECT_EQ(0, dmabufrw_cpu_begin(heap, DMA_BUF_SYNC_WRITE));
+			memset(map, 0, size);
+			EXPECT_EQ(0, dmabufrw_cpu_end(heap, DMA_BUF_SYNC_WRITE));
+		}
+		for (i = 0; i < n; i++) {
+			sqe = io_uring_get_sqe(&self->ring);
+			if (pass)
+				io_uring_prep_read_fixed(sqe, self->fd,
+							 (void *)(uintptr_t)(i * len),
+							 len, i * len, 0);
+			else
+				io_uring_prep_write_fixed(sqe, self->fd,
+							  (void *)(uintptr_t)(i * len),
+							  len, i * len, 0);
+			sqe->user_data = i;
+		}
+		t = now_sec();
+		EXPECT_EQ((int)n, io_uring_submit(&self->ring));
+		for (i = 0; i < n; i++) {
+			if (io_uring_wait_cqe(&self->ring, &cqe))
+				break;
+			EXPECT_EQ((int)len, cqe->res)
+				TH_LOG("%s %llu: %d", pass ? "read" : "write",
+				       (unsigned long long)cqe->user_data, cqe->res);
+			io_uring_cqe_seen(&self->ring, cqe);
+		}
+		EXPECT_EQ(n, i);
+		TH_LOG("%u %s of %zu KiB in 4 KiB commands: %.1f s, %d io-wq workers",
+		       n, pass ? "reads" : "writes", len >> 10,
+		       now_sec() - t, iowq_workers(0));
+	}
+	EXPECT_EQ(0, write_text(path, old_kb));
+	ASSERT_EQ(0, dmabufrw_cpu_begin(heap, DMA_BUF_SYNC_READ));
+	EXPECT_EQ(-1, pattern_check(map, size, seed, 0));
+	ASSERT_EQ(0, dmabufrw_cpu_end(heap, DMA_BUF_SYNC_READ));
+
+	dmabufrw_unregister_slot(&self->ring, 0);
+	munmap(map, size);
+	close(heap);
 }
 
 /*
@@ -1098,39 +1213,6 @@ TEST(controller_removal_and_rescan)
 	close(fd);
 	close(ubuf);
 	close(memfd);
-}
-
-/*
- * Number of io-wq worker threads of this process: all of them, or (@tid not
- * 0) those serving thread @tid, which are named "iou-wrk-<tid>".
- */
-static int iowq_workers(pid_t tid)
-{
-	struct dirent *de;
-	char path[300], comm[32], want[32];
-	int n = 0;
-	DIR *d;
-
-	if (tid)
-		snprintf(want, sizeof(want), "iou-wrk-%d", tid);
-	else
-		strcpy(want, "iou-wrk-");
-
-	d = opendir("/proc/self/task");
-	if (!d)
-		return -1;
-	while ((de = readdir(d))) {
-		if (de->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", de->d_name);
-		if (read_text(path, comm, sizeof(comm)) > 0 &&
-		    !strncmp(comm, want, strlen(want)) &&
-		    (!tid || comm[strlen(want)] == '\0' ||
-		     comm[strlen(want)] == '\n'))
-			n++;
-	}
-	closedir(d);
-	return n;
 }
 
 /*

@@ -217,6 +217,19 @@ static inline int read_text(const char *path, char *buf, size_t size)
 	return n;
 }
 
+/* Write @text to a sysfs, proc or cgroup file; returns 0 or -errno. */
+static inline int write_text(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY), ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (write(fd, text, strlen(text)) < 0)
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
 /*
  * The dma-buf with inode number @ino in debugfs's dma_buf/bufinfo: the
  * reference count of its file (descriptors and kernel references, such as
