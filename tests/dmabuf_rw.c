@@ -1216,38 +1216,37 @@ TEST(controller_removal_and_rescan)
 }
 
 /*
- * In a new process: one READ_FIXED from a fresh registration of a user
- * buffer (@dmabuf false) or of a udmabuf, then exit with the number of
- * io-wq workers the process has (100 + n if the read failed).
+ * For the programs below, which run in a process of their own: open the
+ * namespace and a ring with slot 0 registered, a fresh udmabuf (@dmabuf)
+ * or user buffer of @size; @addr is the sqe->addr of its start.  Exits
+ * the process on failure.
  */
-static void first_read_in_child(int dmabuf)
+static void child_setup(struct io_uring *ring, int *fd, void **addr,
+			size_t size, int dmabuf)
 {
-	struct io_uring ring;
 	struct iovec iov;
-	int fd, ubuf, memfd, res, n;
+	int ubuf;
 
-	fd = open(NVME_DEV, O_RDWR | O_DIRECT);
-	if (fd < 0 || io_uring_queue_init(8, &ring, 0))
+	*fd = open(NVME_DEV, O_RDWR | O_DIRECT);
+	if (*fd < 0 || io_uring_queue_init(8, ring, 0))
 		_exit(200);
+	*addr = NULL;
 	if (dmabuf) {
-		ubuf = dmabufrw_alloc_udmabuf(MiB, &memfd);
-		if (ubuf < 0 || io_uring_register_buffers_sparse(&ring, 1) ||
-		    dmabufrw_register_dmabuf(&ring, 0, ubuf, fd))
+		ubuf = dmabufrw_alloc_udmabuf(size, NULL);
+		if (ubuf < 0 || io_uring_register_buffers_sparse(ring, 1) ||
+		    dmabufrw_register_dmabuf(ring, 0, ubuf, *fd))
 			_exit(201);
-	} else {
-		if (posix_memalign(&iov.iov_base, 4096, MiB))
-			_exit(202);
-		iov.iov_len = MiB;
-		if (io_uring_register_buffers(&ring, &iov, 1))
-			_exit(203);
+		return;
 	}
-	res = dmabufrw_rw_fixed(&ring, false, fd, 0,
-				dmabuf ? 0 : (uintptr_t)iov.iov_base, 4096, 0);
-	n = iowq_workers(0);
-	_exit(res == 4096 ? n : 100 + n);
+	if (posix_memalign(addr, 4096, size))
+		_exit(202);
+	iov = (struct iovec){ *addr, size };
+	if (io_uring_register_buffers(ring, &iov, 1))
+		_exit(203);
 }
 
-static int run_first_read(int dmabuf)
+/* Run @child(@dmabuf) in a new process and return its exit status. */
+static int run_in_child(void (*child)(int dmabuf), int dmabuf)
 {
 	int status;
 	pid_t pid = fork();
@@ -1255,10 +1254,27 @@ static int run_first_read(int dmabuf)
 	if (pid < 0)
 		return -1;
 	if (!pid)
-		first_read_in_child(dmabuf);
+		child(dmabuf);
 	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
 		return -1;
 	return WEXITSTATUS(status);
+}
+
+/*
+ * One READ_FIXED from a fresh registration of a user buffer (@dmabuf
+ * false) or of a udmabuf, then exit with the number of io-wq workers the
+ * process has (100 + n if the read failed).
+ */
+static void first_read_in_child(int dmabuf)
+{
+	struct io_uring ring;
+	void *addr;
+	int fd, res, n;
+
+	child_setup(&ring, &fd, &addr, MiB, dmabuf);
+	res = dmabufrw_rw_fixed(&ring, false, fd, 0, (uintptr_t)addr, 4096, 0);
+	n = iowq_workers(0);
+	_exit(res == 4096 ? n : 100 + n);
 }
 
 /*
@@ -1270,9 +1286,9 @@ static int run_first_read(int dmabuf)
 TEST(first_io_maps_from_iowq_after_nowait_eagain)
 {
 	REQUIRE_DMABUF_IO();
-	EXPECT_EQ(0, run_first_read(0));
-	EXPECT_LE(1, run_first_read(1));
-	EXPECT_GT(100, run_first_read(1));
+	EXPECT_EQ(0, run_in_child(first_read_in_child, 0));
+	EXPECT_LE(1, run_in_child(first_read_in_child, 1));
+	EXPECT_GT(100, run_in_child(first_read_in_child, 1));
 }
 
 #define LARGE_IO	(16 * MiB)
@@ -1305,29 +1321,12 @@ static void *map_both_ways(void *arg)
 static void large_io_in_child(int dmabuf)
 {
 	struct large_io io;
-	struct iovec iov;
 	pthread_t helper;
 	void *helper_ok;
-	int ubuf, memfd, n;
 	bool ok;
+	int n;
 
-	io.fd = open(NVME_DEV, O_RDWR | O_DIRECT);
-	if (io.fd < 0 || io_uring_queue_init(8, &io.ring, 0))
-		_exit(200);
-	io.addr = NULL;
-	if (dmabuf) {
-		ubuf = dmabufrw_alloc_udmabuf(LARGE_IO, &memfd);
-		if (ubuf < 0 || io_uring_register_buffers_sparse(&io.ring, 1) ||
-		    dmabufrw_register_dmabuf(&io.ring, 0, ubuf, io.fd))
-			_exit(201);
-	} else {
-		if (posix_memalign(&io.addr, 4096, LARGE_IO))
-			_exit(202);
-		iov.iov_base = io.addr;
-		iov.iov_len = LARGE_IO;
-		if (io_uring_register_buffers(&io.ring, &iov, 1))
-			_exit(203);
-	}
+	child_setup(&io.ring, &io.fd, &io.addr, LARGE_IO, dmabuf);
 	if (pthread_create(&helper, NULL, map_both_ways, &io) ||
 	    pthread_join(helper, &helper_ok) || !helper_ok)
 		_exit(204);
@@ -1339,20 +1338,6 @@ static void large_io_in_child(int dmabuf)
 			       LARGE_IO, 0) == LARGE_IO;
 	n = iowq_workers(gettid());
 	_exit(ok ? n : 100 + n);
-}
-
-static int run_large_io(int dmabuf)
-{
-	int status;
-	pid_t pid = fork();
-
-	if (pid < 0)
-		return -1;
-	if (!pid)
-		large_io_in_child(dmabuf);
-	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
-		return -1;
-	return WEXITSTATUS(status);
 }
 
 /*
@@ -1377,8 +1362,8 @@ TEST(mapped_16m_read_and_write_complete_without_iowq)
 		SKIP(return, "%s takes %ld KiB per command: nothing to split",
 		     NVME_DEV, max_kb);
 	TH_LOG("%s: %ld KiB per command, a registered user buffer's 16 MiB I/O: %d io-wq workers",
-	       NVME_DEV, max_kb, run_large_io(0));
-	EXPECT_EQ(0, run_large_io(1));
+	       NVME_DEV, max_kb, run_in_child(large_io_in_child, 0));
+	EXPECT_EQ(0, run_in_child(large_io_in_child, 1));
 }
 
 TEST_HARNESS_MAIN
