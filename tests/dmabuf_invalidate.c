@@ -97,9 +97,12 @@ struct storm_io {
 	const int *allowed;		/* errnos a failed I/O may carry, 0-ended */
 	volatile int *stop;
 	unsigned int seed;
+	unsigned int ring_flags;	/* io_uring_queue_init() flags */
+	unsigned int migrate_every;	/* migrate the buffer itself every N I/Os */
 	/* results */
-	int setup_error;
+	int setup_error, migrate_error;
 	unsigned long done, failed, bad_errno, data_errors, poison_hits;
+	unsigned long migrations, migrate_failed;
 	unsigned long by_errno[MAX_ERRNO + 1];
 };
 
@@ -184,7 +187,7 @@ static void *storm_io_thread(void *arg)
 		s->setup_error = -ENOMEM;
 		return NULL;
 	}
-	ret = io_uring_queue_init(2 * QD, &ring, 0);
+	ret = io_uring_queue_init(2 * QD, &ring, s->ring_flags);
 	if (!ret)
 		ret = io_uring_register_buffers_sparse(&ring, 1);
 	if (!ret)
@@ -228,6 +231,22 @@ static void *storm_io_thread(void *arg)
 			io_uring_cqe_seen(&ring, cqe);
 			inflight--;
 			free_slots[nfree++] = i;
+			/*
+			 * From the thread that reaps, with the rest of its
+			 * I/O in flight: on a polled ring, nobody else polls
+			 * for it while the exporter waits for it.
+			 */
+			if (s->migrate_every && inflight &&
+			    !((s->done + s->failed) % s->migrate_every)) {
+				ret = texp_op(s->ctl, DMABUF_TEST_IOC_MIGRATE,
+					      s->dbuf, 0);
+				if (ret) {
+					s->migrate_failed++;
+					s->migrate_error = ret;
+				} else {
+					s->migrations++;
+				}
+			}
 		}
 	}
 	io_uring_queue_exit(&ring);
@@ -535,6 +554,128 @@ TEST_F_TIMEOUT(texp, migration_storm_loses_no_data_and_no_dma_is_stale, 3600)
 {
 	migration_storm(_metadata, self->ctl, self->dbuf, self->fd,
 			variant->flags ? "revoke-only" : "dynamic");
+}
+
+/*
+ * The storm against polled rings (IORING_SETUP_IOPOLL), whose I/O goes to
+ * the NVMe poll queues and completes only when someone polls: a reader and
+ * a writer ring at QD 64 on the raw namespace, each verified as above, and
+ * invalidations that must not wait for the rings to reap.  With
+ * @self_driven the reader's own thread migrates the buffer every few
+ * completions, with the rest of its I/O in flight, so that nobody polls the
+ * reader's ring while the exporter waits; otherwise a migrator thread does
+ * it every 1-5 ms.  A drain that waited for the application would hang
+ * until the driver's I/O time-out (30 s) reaped the requests: every
+ * invalidation must be done within seconds.
+ */
+static void polled_migration_storm(struct __test_metadata *_metadata, int ctl,
+				   int dbuf, int fd, bool self_driven)
+{
+	const int none[] = { 0 };
+	volatile int stop = 0;
+	struct storm_io rd = { .ctl = ctl, .dbuf = dbuf, .fd = fd,
+			       .allowed = none, .stop = &stop, .seed = 11,
+			       .ring_flags = IORING_SETUP_IOPOLL };
+	struct storm_io wr = rd;
+	struct migrator m = { .ctl = ctl, .dbuf = dbuf, .min_us = 1000,
+			      .max_us = 5000, .seed = 13, .stop = &stop };
+	/* each variant takes half the storm: both fit the others' time */
+	int seconds = (storm_seconds("polled") + 1) / 2;
+	static uint64_t ns[DMABUF_TEST_MAX_LATENCIES];
+	pthread_t trd, twr, tm;
+	struct dmabuf_test_stats st;
+	uint64_t max_ns = 0;
+	double t0;
+	int n;
+
+	wr.write = 1;
+	wr.seed = 12;
+	if (self_driven)
+		rd.migrate_every = 16;
+	t0 = now_sec();
+	ASSERT_EQ(0, pthread_create(&trd, NULL, storm_io_thread, &rd));
+	ASSERT_EQ(0, pthread_create(&twr, NULL, storm_io_thread, &wr));
+	if (!self_driven)
+		ASSERT_EQ(0, pthread_create(&tm, NULL, migrator_thread, &m));
+	while (now_sec() - t0 < seconds)
+		usleep(100000);
+	stop = 1;
+	if (!self_driven)
+		pthread_join(tm, NULL);
+	pthread_join(trd, NULL);
+	pthread_join(twr, NULL);
+
+	check_storm_io(_metadata, "polled reader", &rd);
+	check_storm_io(_metadata, "polled writer", &wr);
+	if (self_driven) {
+		EXPECT_EQ(0, rd.migrate_failed)
+			TH_LOG("migrate: %s", strerror(-rd.migrate_error));
+		EXPECT_LT(0, rd.migrations);
+	} else {
+		EXPECT_EQ(0, m.failed) TH_LOG("migrate: %s", strerror(-m.last_error));
+		EXPECT_LT(0, m.done);
+	}
+	EXPECT_LT(0, rd.done);
+	EXPECT_LT(0, wr.done);
+	ASSERT_EQ(0, texp_op(ctl, DMABUF_TEST_IOC_CHECK_RETIRED, dbuf, 0));
+	ASSERT_EQ(0, wait_balanced(ctl, dbuf, &st));
+	EXPECT_LT(2, st.maps);
+	n = texp_latencies(ctl, dbuf, ns, DMABUF_TEST_MAX_LATENCIES);
+	ASSERT_LT(0, n);
+	for (int i = 0; i < n; i++)
+		max_ns = ns[i] > max_ns ? ns[i] : max_ns;
+	EXPECT_GT(5000000000ULL, max_ns)
+		TH_LOG("an invalidation took %.1f s: it waited for the ring to poll",
+		       max_ns / 1e9);
+	printf("# storm: exporter=polled driver=%s seconds=%.0f reads=%lu writes=%lu failed=%lu migrations=%llu invalidations=%llu maps=%llu stale_data=%lu data_errors=%lu\n",
+	       self_driven ? "polling-thread" : "other-thread", now_sec() - t0,
+	       rd.done, wr.done, rd.failed + wr.failed, st.migrations,
+	       st.invalidations, st.maps, rd.poison_hits + wr.poison_hits,
+	       rd.data_errors + wr.data_errors);
+	print_invalidation_latency(ctl, dbuf);
+	fflush(stdout);
+	check_exporter_clean(_metadata, ctl, dbuf);
+}
+
+/* The dynamic exporter's buffer, the raw namespace: the polled storms'. */
+FIXTURE(texp_polled) {
+	int ctl, dbuf, fd;
+};
+
+FIXTURE_SETUP(texp_polled)
+{
+	self->ctl = self->dbuf = self->fd = -1;
+	REQUIRE_DMABUF_IO();
+	REQUIRE_POLL_QUEUES();
+	self->ctl = texp_open();
+	if (self->ctl == -ENOENT)
+		SKIP(return, "no %s (CONFIG_DMABUF_TEST_EXPORTER)", TEXP_DEV);
+	ASSERT_LE(0, self->ctl) TH_LOG("%s: %s", TEXP_DEV, strerror(-self->ctl));
+	self->dbuf = texp_create(self->ctl, BUF_SIZE, 0);
+	ASSERT_LE(0, self->dbuf);
+	self->fd = open(NVME_DEV, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, prefill_read_area(self->fd));
+}
+
+FIXTURE_TEARDOWN(texp_polled)
+{
+	if (self->fd >= 0)
+		close(self->fd);
+	if (self->dbuf >= 0)
+		close(self->dbuf);
+	if (self->ctl >= 0)
+		close(self->ctl);
+}
+
+TEST_F_TIMEOUT(texp_polled, storm_driven_from_the_polling_thread_never_hangs, 3600)
+{
+	polled_migration_storm(_metadata, self->ctl, self->dbuf, self->fd, true);
+}
+
+TEST_F_TIMEOUT(texp_polled, storm_driven_from_another_thread_never_hangs, 3600)
+{
+	polled_migration_storm(_metadata, self->ctl, self->dbuf, self->fd, false);
 }
 
 /*

@@ -292,6 +292,64 @@ static inline int kernel_has_dmabuf_io(void)
 		SKIP(return, "no NVMe namespace %s", NVME_DEV);		\
 } while (0)
 
+/*
+ * Polled I/O: the namespace's queue polls (the NVMe driver has poll queues,
+ * which the VM runner asks for with nvme.poll_queues).
+ */
+static inline int nvme_polls(void)
+{
+	FILE *f = fopen(nvme_path("/sys/block/%s/queue/io_poll"), "r");
+	int on = 0;
+
+	if (f) {
+		if (fscanf(f, "%d", &on) != 1)
+			on = 0;
+		fclose(f);
+	}
+	return on;
+}
+
+#define REQUIRE_POLL_QUEUES() do {					\
+	if (!nvme_polls())						\
+		SKIP(return, "%s has no poll queues (nvme.poll_queues=0)", \
+		     NVME_DEV);						\
+} while (0)
+
+/*
+ * Interrupts the I/O queues of the namespace's controller have raised, from
+ * /proc/interrupts ("nvme0q1", "nvme0q2"... the admin queue is q0; poll
+ * queues have none), or -1.
+ */
+static inline long long nvme_io_interrupts(void)
+{
+	char ctrl[32], line[1024];
+	long long sum = 0;
+	FILE *f = fopen("/proc/interrupts", "r");
+
+	if (!f)
+		return -1;
+	snprintf(ctrl, sizeof(ctrl), "%s", nvme_name());
+	*strrchr(ctrl, 'n') = 0;	/* nvme0n1 -> nvme0 */
+	strcat(ctrl, "q");
+	while (fgets(line, sizeof(line), f)) {
+		char *name = strrchr(line, ' '), *p = strchr(line, ':');
+		long long n;
+		int off;
+
+		if (!name || !p)
+			continue;
+		name++;
+		name[strcspn(name, "\n")] = 0;
+		if (strncmp(name, ctrl, strlen(ctrl)) ||
+		    atoi(name + strlen(ctrl)) < 1)
+			continue;
+		for (p++; sscanf(p, "%lld%n", &n, &off) == 1; p += off)
+			sum += n;
+	}
+	fclose(f);
+	return sum;
+}
+
 /* Inode number of an open file, 0 on error. */
 static inline unsigned long file_ino(int fd)
 {
