@@ -562,9 +562,9 @@ TEST_F_TIMEOUT(texp, migration_storm_loses_no_data_and_no_dma_is_stale, 3600)
  * a writer ring at QD 64 on the raw namespace, each verified as above, and
  * invalidations that must not wait for the rings to reap.  With
  * @self_driven the reader's own thread migrates the buffer every few
- * completions, with the rest of its I/O in flight, so that nobody polls the
- * reader's ring while the exporter waits; otherwise a migrator thread does
- * it every 1-5 ms.  A drain that waited for the application would hang
+ * completions, with the rest of its I/O in flight, and is the only thread
+ * that polls: nobody polls for the reader's I/O while the exporter waits
+ * for it.  Otherwise a migrator thread migrates every 1-5 ms.  A drain that waited for the application would hang
  * until the driver's I/O time-out (30 s) reaped the requests: every
  * invalidation must be done within seconds.
  */
@@ -590,8 +590,15 @@ static void polled_migration_storm(struct __test_metadata *_metadata, int ctl,
 
 	wr.write = 1;
 	wr.seed = 12;
-	if (self_driven)
+	/*
+	 * The writer's ring would poll the same poll queue and complete the
+	 * reader's requests for it: with the reader driving, it takes
+	 * interrupts, so that the reader's thread is the only one to poll.
+	 */
+	if (self_driven) {
 		rd.migrate_every = 16;
+		wr.ring_flags = 0;
+	}
 	t0 = now_sec();
 	ASSERT_EQ(0, pthread_create(&trd, NULL, storm_io_thread, &rd));
 	ASSERT_EQ(0, pthread_create(&twr, NULL, storm_io_thread, &wr));
