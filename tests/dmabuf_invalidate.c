@@ -92,6 +92,21 @@ static int has_poison(const void *buf, size_t len)
  * blocks of the prefilled area into its slots, a writer WRITE_FIXEDs a new
  * pattern from its slots into the slot's disk region.
  */
+/* IORING_REGISTER_CLONE_BUFFERS, newer than Debian 12's liburing */
+#define REGISTER_CLONE_BUFFERS	30
+struct clone_buffers {
+	uint32_t src_fd, flags, src_off, dst_off, nr, pad[3];
+};
+
+static int clone_buffers(struct io_uring *dst, struct io_uring *src)
+{
+	struct clone_buffers arg = { .src_fd = src->ring_fd };
+	int ret = syscall(__NR_io_uring_register, dst->ring_fd,
+			  REGISTER_CLONE_BUFFERS, &arg, 1);
+
+	return ret < 0 ? -errno : ret;
+}
+
 struct storm_io {
 	int ctl, dbuf, fd, write;
 	const int *allowed;		/* errnos a failed I/O may carry, 0-ended */
@@ -99,6 +114,9 @@ struct storm_io {
 	unsigned int seed;
 	unsigned int ring_flags;	/* io_uring_queue_init() flags */
 	unsigned int migrate_every;	/* migrate the buffer itself every N I/Os */
+	/* clone this ring's buffer table instead of registering @dbuf */
+	struct io_uring *clone_from;
+	volatile int ready;		/* set once the ring has its buffer */
 	/* results */
 	int setup_error, migrate_error;
 	unsigned long done, failed, bad_errno, data_errors, poison_hits;
@@ -143,11 +161,11 @@ static void storm_prep(struct storm_io *s, struct io_uring *ring, void *kbuf,
 
 	sqe = io_uring_get_sqe(ring);
 	if (s->write)
-		io_uring_prep_write_fixed(sqe, s->fd, (void *)(uintptr_t)slot_off,
-					  sl->len, sl->off, 0);
+		dmabufrw_prep_write_dmabuf(sqe, s->fd, 0, slot_off, sl->len,
+					   sl->off);
 	else
-		io_uring_prep_read_fixed(sqe, s->fd, (void *)(uintptr_t)slot_off,
-					 sl->len, sl->off, 0);
+		dmabufrw_prep_read_dmabuf(sqe, s->fd, 0, slot_off, sl->len,
+					  sl->off);
 	sqe->user_data = i;
 }
 
@@ -188,15 +206,19 @@ static void *storm_io_thread(void *arg)
 		return NULL;
 	}
 	ret = io_uring_queue_init(2 * QD, &ring, s->ring_flags);
-	if (!ret)
+	if (!ret && s->clone_from)
+		ret = clone_buffers(&ring, s->clone_from);
+	else if (!ret)
 		ret = io_uring_register_buffers_sparse(&ring, 1);
-	if (!ret)
+	if (!ret && !s->clone_from)
 		ret = dmabufrw_register_dmabuf(&ring, 0, s->dbuf, s->fd);
 	if (ret) {
 		s->setup_error = ret;
+		s->ready = 1;
 		free(kbuf);
 		return NULL;
 	}
+	s->ready = 1;
 	for (i = 0; i < QD; i++)
 		free_slots[i] = i;
 
@@ -683,6 +705,100 @@ TEST_F_TIMEOUT(texp_polled, storm_driven_from_the_polling_thread_never_hangs, 36
 TEST_F_TIMEOUT(texp_polled, storm_driven_from_another_thread_never_hangs, 3600)
 {
 	polled_migration_storm(_metadata, self->ctl, self->dbuf, self->fd, false);
+}
+
+/*
+ * A thread-per-ring program registers once: reader and writer rings on two
+ * threads clone the dma-buf slot of a third ring (IORING_REGISTER_CLONE_
+ * BUFFERS) and run at QD 64 while the exporter migrates the buffer every
+ * 1-5 ms.  One attachment serves the three rings, every I/O is verified,
+ * no retired memory was touched, and the registration lasts until the last
+ * ring lets it go: the ring it was registered in exits while the clones
+ * run (@source_exits_first), or after both clones are gone, and is still
+ * served until then.
+ */
+static void cloned_migration_storm(struct __test_metadata *_metadata, int ctl,
+				   int dbuf, int fd, bool source_exits_first)
+{
+	const int none[] = { 0 };
+	volatile int stop = 0;
+	struct io_uring src;
+	struct storm_io rd = { .ctl = ctl, .dbuf = dbuf, .fd = fd,
+			       .allowed = none, .stop = &stop, .seed = 21,
+			       .clone_from = &src };
+	struct storm_io wr = rd;
+	struct migrator m = { .ctl = ctl, .dbuf = dbuf, .min_us = 1000,
+			      .max_us = 5000, .seed = 23, .stop = &stop };
+	/* each variant takes a quarter of the storm */
+	int seconds = (storm_seconds("cloned") + 3) / 4;
+	struct dmabuf_test_stats st;
+	pthread_t trd, twr, tm;
+	double t0;
+
+	wr.write = 1;
+	wr.seed = 22;
+	ASSERT_EQ(0, io_uring_queue_init(8, &src, 0));
+	ASSERT_EQ(0, io_uring_register_buffers_sparse(&src, 1));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&src, 0, dbuf, fd));
+	t0 = now_sec();
+	ASSERT_EQ(0, pthread_create(&trd, NULL, storm_io_thread, &rd));
+	ASSERT_EQ(0, pthread_create(&twr, NULL, storm_io_thread, &wr));
+	while (!rd.ready || !wr.ready)
+		usleep(1000);
+	ASSERT_EQ(0, pthread_create(&tm, NULL, migrator_thread, &m));
+	if (source_exits_first)
+		io_uring_queue_exit(&src);
+	while (now_sec() - t0 < seconds)
+		usleep(100000);
+	ASSERT_EQ(0, texp_stats(ctl, dbuf, &st));
+	EXPECT_EQ(1, st.attaches) TH_LOG("the clones attached on their own");
+	stop = 1;
+	pthread_join(tm, NULL);
+	pthread_join(trd, NULL);
+	pthread_join(twr, NULL);
+
+	check_storm_io(_metadata, "cloned reader", &rd);
+	check_storm_io(_metadata, "cloned writer", &wr);
+	EXPECT_EQ(0, m.failed) TH_LOG("migrate: %s", strerror(-m.last_error));
+	EXPECT_LT(0, m.done);
+	EXPECT_LT(0, rd.done);
+	EXPECT_LT(0, wr.done);
+	if (!source_exits_first) {
+		/* the clones are gone: the source ring still has its slot */
+		void *buf;
+
+		ASSERT_EQ(0, posix_memalign(&buf, 4096, 8192));
+		EXPECT_EQ(8192, dmabufrw_rw_fixed(&src, false, fd, 0, 0, 8192,
+						  READ_BASE + 8192));
+		ASSERT_EQ(0, texp_rw(ctl, dbuf, 0, 0, buf, 8192));
+		EXPECT_EQ(-1, pattern_check(buf, 8192, READ_SEED,
+					    READ_BASE + 8192));
+		free(buf);
+		ASSERT_EQ(0, texp_stats(ctl, dbuf, &st));
+		EXPECT_EQ(0, st.detaches);
+		io_uring_queue_exit(&src);
+	}
+	ASSERT_EQ(0, texp_op(ctl, DMABUF_TEST_IOC_CHECK_RETIRED, dbuf, 0));
+	ASSERT_EQ(0, wait_balanced(ctl, dbuf, &st));
+	EXPECT_EQ(1, st.attaches);
+	EXPECT_LT(2, st.maps);
+	printf("# storm: exporter=cloned source=%s seconds=%.0f reads=%lu writes=%lu failed=%lu migrations=%llu invalidations=%llu maps=%llu stale_data=%lu data_errors=%lu\n",
+	       source_exits_first ? "exits-first" : "exits-last",
+	       now_sec() - t0, rd.done, wr.done, rd.failed + wr.failed,
+	       st.migrations, st.invalidations, st.maps,
+	       rd.poison_hits + wr.poison_hits, rd.data_errors + wr.data_errors);
+	fflush(stdout);
+	check_exporter_clean(_metadata, ctl, dbuf);
+}
+
+TEST_F_TIMEOUT(texp, cloned_rings_on_two_threads_storm_source_ring_exits_first, 3600)
+{
+	cloned_migration_storm(_metadata, self->ctl, self->dbuf, self->fd, true);
+}
+
+TEST_F_TIMEOUT(texp, cloned_rings_on_two_threads_storm_source_ring_exits_last, 3600)
+{
+	cloned_migration_storm(_metadata, self->ctl, self->dbuf, self->fd, false);
 }
 
 /*
@@ -1337,21 +1453,6 @@ TEST_F(texp, registrations_of_one_buffer_share_one_attachment)
 	EXPECT_EQ(2, st.detaches);
 }
 
-/* IORING_REGISTER_CLONE_BUFFERS, newer than Debian 12's liburing */
-#define REGISTER_CLONE_BUFFERS	30
-struct clone_buffers {
-	uint32_t src_fd, flags, src_off, dst_off, nr, pad[3];
-};
-
-static int clone_buffers(struct io_uring *dst, struct io_uring *src)
-{
-	struct clone_buffers arg = { .src_fd = src->ring_fd };
-	int ret = syscall(__NR_io_uring_register, dst->ring_fd,
-			  REGISTER_CLONE_BUFFERS, &arg, 1);
-
-	return ret < 0 ? -errno : ret;
-}
-
 /*
  * Cloning a buffer table with a dma-buf slot into another ring shares the
  * registration: I/O works from both rings through one attachment, and the
@@ -1385,6 +1486,170 @@ TEST_F(texp, cloned_table_shares_the_registration)
 						  self->fd, 1, 0, 4096,
 						  READ_BASE));
 		io_uring_queue_exit(first ? &a : &b);
+		check_exporter_clean(_metadata, self->ctl, self->dbuf);
+	}
+}
+
+#define RELEASE_TAG	0x7a6e0000ULL
+
+/* Register @dbuf for @fd in slot @slot of @ring with release tag @tag. */
+static int register_tagged(struct io_uring *ring, unsigned int slot, int dbuf,
+			   int fd, uint64_t tag)
+{
+	struct dmabufrw_regbuf_desc d = {
+		.type = DMABUFRW_REGBUF_DMABUF,
+		.dmabuf_fd = dbuf,
+		.target_fd = fd,
+	};
+	int ret = dmabufrw_update_buffers_desc(ring, slot, &d, &tag, 1);
+
+	return ret == 1 ? 0 : ret < 0 ? ret : -EIO;
+}
+
+/*
+ * Reap @ring's CQEs for up to @ms (for ever if < 0) until the one with
+ * user_data RELEASE_TAG: the other CQEs must be 4 KiB reads (their count
+ * goes to *@reads); when the tag comes, the exporter's counters go to
+ * *@st.  Returns 1 if the tag came, 0 if not, -1 on an unexpected CQE.
+ */
+static int wait_release_tag(struct io_uring *ring, int ms, int ctl, int dbuf,
+			    unsigned int *reads, struct dmabuf_test_stats *st)
+{
+	double end = now_sec() + ms / 1000.0;
+	struct __kernel_timespec ts = { .tv_nsec = 10 * 1000 * 1000 };
+	struct io_uring_cqe *cqe;
+
+	while (ms < 0 || now_sec() < end) {
+		int ret = io_uring_wait_cqe_timeout(ring, &cqe, &ts);
+		uint64_t ud;
+
+		if (ret == -ETIME || ret == -EINTR)
+			continue;
+		if (ret)
+			return -1;
+		ud = cqe->user_data;
+		if (ud == RELEASE_TAG) {
+			ret = cqe->res ? -1 : 1;
+			io_uring_cqe_seen(ring, cqe);
+			if (texp_stats(ctl, dbuf, st))
+				return -1;
+			return ret;
+		}
+		if (cqe->res != 4096)
+			return -1;
+		(*reads)++;
+		io_uring_cqe_seen(ring, cqe);
+	}
+	return 0;
+}
+
+/*
+ * The tag of a dma-buf slot is posted once the kernel has let the
+ * registration go: after the I/O that used it, and after the release
+ * worker unmapped and detached the buffer (slowed down to 100 ms here) and
+ * dropped its references.  On a plain ring, a ring whose task alone posts
+ * CQEs (DEFER_TASKRUN) and a polled ring.
+ */
+TEST_F_TIMEOUT(texp, release_tag_comes_after_the_buffer_is_let_go, 120)
+{
+	const struct { const char *name; unsigned int flags; } kinds[] = {
+		{ "plain", 0 },
+		{ "defer-taskrun", IORING_SETUP_SINGLE_ISSUER |
+				   IORING_SETUP_DEFER_TASKRUN },
+		{ "iopoll", IORING_SETUP_IOPOLL },
+	};
+
+	ASSERT_LT(0, nvme_polls()) TH_LOG("the rig boots with nvme.poll_queues");
+	for (unsigned int k = 0; k < 3; k++) {
+		struct dmabuf_test_stats st;
+		struct io_uring ring;
+		unsigned int reads = 0;
+
+		ASSERT_EQ(0, io_uring_queue_init(64, &ring, kinds[k].flags));
+		ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 2));
+		ASSERT_EQ(0, register_tagged(&ring, 0, self->dbuf, self->fd,
+					     RELEASE_TAG));
+		ASSERT_EQ(0, texp_delays(self->ctl, self->dbuf, 0, 100000));
+		for (int i = 0; i < 16; i++) {
+			struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+
+			dmabufrw_prep_read_dmabuf(sqe, self->fd, 0, i * 4096,
+						  4096, READ_BASE + i * 4096);
+			sqe->user_data = i;
+		}
+		ASSERT_EQ(16, io_uring_submit(&ring));
+		/* the slot goes with all 16 reads in flight */
+		ASSERT_EQ(0, dmabufrw_unregister_slot(&ring, 0));
+		ASSERT_EQ(1, wait_release_tag(&ring, 10000, self->ctl,
+					      self->dbuf, &reads, &st))
+			TH_LOG("%s: no release tag", kinds[k].name);
+		EXPECT_EQ(16, reads) TH_LOG("%s: the tag came before the I/O",
+					    kinds[k].name);
+		EXPECT_EQ(1, st.detaches) TH_LOG("%s: the tag came before the detach",
+						 kinds[k].name);
+		EXPECT_EQ(st.maps, st.unmaps);
+		EXPECT_EQ(0, st.live_maps);
+		ASSERT_EQ(0, texp_delays(self->ctl, self->dbuf, 0, 0));
+		ASSERT_EQ(0, texp_rw(self->ctl, self->dbuf, 0, 0, self->kbuf,
+				     16 * 4096));
+		EXPECT_EQ(-1, pattern_check(self->kbuf, 16 * 4096, READ_SEED,
+					    READ_BASE));
+		io_uring_queue_exit(&ring);
+		check_exporter_clean(_metadata, self->ctl, self->dbuf);
+		/* each kind starts from an exporter with no history */
+		if (k < 2) {
+			close(self->dbuf);
+			self->dbuf = texp_create(self->ctl, BUF_SIZE, variant->flags);
+			ASSERT_LE(0, self->dbuf);
+		}
+	}
+}
+
+/*
+ * A cloned slot holds the registration: the tag of the slot it was made in
+ * comes only when the clone's ring is gone too.  A ring closed before the
+ * registration goes gets no tag, and its pending tag leaves nothing behind
+ * (KASAN watches the worker that would have posted it).
+ */
+TEST_F_TIMEOUT(texp, release_tag_waits_for_the_clones, 120)
+{
+	struct dmabuf_test_stats st;
+	struct io_uring a, b;
+	unsigned int reads = 0;
+
+	ASSERT_EQ(0, io_uring_queue_init(8, &a, 0));
+	ASSERT_EQ(0, io_uring_queue_init(8, &b, 0));
+	ASSERT_EQ(0, io_uring_register_buffers_sparse(&a, 1));
+	ASSERT_EQ(0, register_tagged(&a, 0, self->dbuf, self->fd, RELEASE_TAG));
+	ASSERT_EQ(0, clone_buffers(&b, &a));
+	ASSERT_EQ(0, dmabufrw_unregister_slot(&a, 0));
+	EXPECT_EQ(0, wait_release_tag(&a, 500, self->ctl, self->dbuf, &reads,
+				      &st)) TH_LOG("the tag came with a clone left");
+	EXPECT_EQ(4096, dmabufrw_rw_fixed(&b, false, self->fd, 0, 0, 4096,
+					  READ_BASE));
+	io_uring_queue_exit(&b);
+	ASSERT_EQ(1, wait_release_tag(&a, 10000, self->ctl, self->dbuf, &reads,
+				      &st));
+	EXPECT_EQ(1, st.detaches);
+	io_uring_queue_exit(&a);
+	check_exporter_clean(_metadata, self->ctl, self->dbuf);
+
+	/* the ring with the tag closes first: unregistered, or not */
+	for (int unreg = 0; unreg < 2; unreg++) {
+		ASSERT_EQ(0, io_uring_queue_init(8, &a, 0));
+		ASSERT_EQ(0, io_uring_queue_init(8, &b, 0));
+		ASSERT_EQ(0, io_uring_register_buffers_sparse(&a, 1));
+		ASSERT_EQ(0, register_tagged(&a, 0, self->dbuf, self->fd,
+					     RELEASE_TAG));
+		ASSERT_EQ(0, clone_buffers(&b, &a));
+		if (unreg)
+			ASSERT_EQ(0, dmabufrw_unregister_slot(&a, 0));
+		io_uring_queue_exit(&a);
+		/* let a's teardown run before b lets the registration go */
+		usleep(200000);
+		EXPECT_EQ(4096, dmabufrw_rw_fixed(&b, false, self->fd, 0, 0,
+						  4096, READ_BASE));
+		io_uring_queue_exit(&b);
 		check_exporter_clean(_metadata, self->ctl, self->dbuf);
 	}
 }

@@ -247,6 +247,235 @@ TEST_F(dmabuf_rw, io_errors)
 }
 
 /*
+ * The transfers of the range and fixed-target tests: (length, queue depth,
+ * count), from 4 KiB at QD 1 to one 8 MiB transfer, each plan packed from
+ * offset 0 of the slot and from @disk_base on disk.
+ */
+static const struct { unsigned int len, qd, n; } slot_plan[] = {
+	{ 4096, 1, 64 }, { 4096, 64, 256 }, { 65536, 16, 64 },
+	{ 262144, 64, 32 }, { 1 << 20, 8, 8 }, { 8 << 20, 1, 1 },
+};
+
+/*
+ * Each plan of slot_plan: WRITE_FIXED from slot @wslot (filled with the
+ * pattern through @wmap, its range's CPU view) to the disk, READ_FIXED back
+ * into slot @rslot, checked through @rmap (its range's CPU view) and @rdbuf
+ * (for the CPU access bracket).  @fd is a descriptor, or an index into the
+ * ring's files with IOSQE_FIXED_FILE in @sqe_flags.
+ */
+static void slot_round_trips(struct __test_metadata *_metadata,
+			     struct io_uring *ring, int fd,
+			     unsigned int sqe_flags, unsigned int wslot,
+			     void *wmap, unsigned int rslot, const void *rmap,
+			     int rdbuf, uint64_t disk_base)
+{
+	static struct fixed_io x[256];
+
+	for (unsigned int p = 0; p < sizeof(slot_plan) / sizeof(slot_plan[0]); p++) {
+		unsigned int len = slot_plan[p].len, n = slot_plan[p].n;
+		uint64_t seed = 0x7000 + p;
+
+		for (unsigned int i = 0; i < n; i++) {
+			x[i].len = len;
+			x[i].buf_off = (uint64_t)i * len;
+			x[i].off = disk_base + (uint64_t)i * len;
+			pattern_fill(wmap + x[i].buf_off, len, seed, x[i].off);
+		}
+		ASSERT_EQ(0, fixed_io_batch_flags(ring, true, fd, sqe_flags,
+						  wslot, x, n, slot_plan[p].qd));
+		ASSERT_EQ(0, fixed_io_batch_flags(ring, false, fd, sqe_flags,
+						  rslot, x, n, slot_plan[p].qd));
+		ASSERT_EQ(0, dmabufrw_cpu_begin(rdbuf, DMA_BUF_SYNC_READ));
+		for (unsigned int i = 0; i < n; i++) {
+			ASSERT_EQ(-1, pattern_check(rmap + x[i].buf_off, len, seed,
+						    x[i].off))
+				TH_LOG("%u bytes at QD %u: transfer %u", len,
+				       slot_plan[p].qd, i);
+		}
+		ASSERT_EQ(0, dmabufrw_cpu_end(rdbuf, DMA_BUF_SYNC_READ));
+	}
+}
+
+/* Is all of @buf zero? */
+static int all_zero(const void *buf, size_t len)
+{
+	const unsigned char *p = buf;
+
+	for (size_t i = 0; i < len; i++)
+		if (p[i])
+			return 0;
+	return 1;
+}
+
+/*
+ * A slot may hold a range of a dma-buf: sqe->addr is an offset in it, a
+ * transfer that leaves it fails with EFAULT although the dma-buf goes on,
+ * and the rest of the dma-buf is never touched.  Two ranges of one buffer
+ * share its attachment.  Bad ranges fail with EINVAL and leave the slot as
+ * it was.
+ */
+TEST_F(dmabuf_rw, range_slots_address_only_their_range)
+{
+	const size_t size = 16 * MiB, roff = 4 * MiB, hoff = 8 * MiB,
+		     rlen = 8 * MiB;
+	struct buf_pair p;
+	unsigned long ino;
+	long refs;
+	int attached;
+
+	pair_setup(_metadata, &p, &self->ring, self->fd, size);
+	/* slot 2: the udmabuf's [4, 12) MiB, slot 3: the heap's [8, 16) MiB */
+	ASSERT_EQ(0, dmabufrw_register_dmabuf_range(&self->ring, 2, p.ubuf,
+						    self->fd, roff, rlen, 0));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf_range(&self->ring, 3, p.heap,
+						    self->fd, hoff, rlen, 0));
+	ino = file_ino(p.heap);
+	ASSERT_EQ(0, bufinfo(ino, &refs, &attached));
+	EXPECT_EQ(1, attached) TH_LOG("a range attached on its own");
+
+	slot_round_trips(_metadata, &self->ring, self->fd, 0, 2, p.umap + roff,
+			 3, p.hmap + hoff, p.heap, 256 * MiB);
+	/* the heap's first half was never the slot's: still as allocated */
+	ASSERT_EQ(0, dmabufrw_cpu_begin(p.heap, DMA_BUF_SYNC_READ));
+	EXPECT_TRUE(all_zero(p.hmap, hoff));
+	ASSERT_EQ(0, dmabufrw_cpu_end(p.heap, DMA_BUF_SYNC_READ));
+
+	/* within the range only, though the dma-buf goes on */
+	EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&self->ring, false, self->fd, 2,
+					     rlen - 4096, 8192, 0));
+	EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&self->ring, false, self->fd, 2,
+					     rlen, 4096, 0));
+	EXPECT_EQ(4096, dmabufrw_rw_fixed(&self->ring, false, self->fd, 2,
+					  rlen - 4096, 4096, 0));
+	/* the device's alignment applies to the offset in the dma-buf */
+	ASSERT_EQ(0, dmabufrw_register_dmabuf_range(&self->ring, 4, p.ubuf,
+						    self->fd, 101, 4096, 0));
+	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&self->ring, false, self->fd, 4,
+					     0, 4096, 0));
+	/* the range's end at the buffer's end is fine, one byte more is not */
+	ASSERT_EQ(0, dmabufrw_register_dmabuf_range(&self->ring, 4, p.ubuf,
+						    self->fd, size - 4096, 4096, 0));
+	EXPECT_EQ(-EINVAL, dmabufrw_register_dmabuf_range(&self->ring, 4, p.ubuf,
+							  self->fd, size - 4096,
+							  4097, 0));
+	EXPECT_EQ(-EINVAL, dmabufrw_register_dmabuf_range(&self->ring, 4, p.ubuf,
+							  self->fd, size, 4096, 0));
+	/* an offset without a length */
+	EXPECT_EQ(-EINVAL, dmabufrw_register_dmabuf_range(&self->ring, 4, p.ubuf,
+							  self->fd, 4096, 0, 0));
+	/* offset + length wraps */
+	EXPECT_EQ(-EINVAL, dmabufrw_register_dmabuf_range(&self->ring, 4, p.ubuf,
+							  self->fd, ~0ULL - 4095,
+							  8192, 0));
+	/* an unknown flag */
+	EXPECT_EQ(-EINVAL, dmabufrw_register_dmabuf_range(&self->ring, 4, p.ubuf,
+							  self->fd, 0, 0, 1U << 31));
+	/* each refusal left slot 4 with its last range: 4 KiB at the end */
+	pattern_fill(p.umap + size - 4096, 4096, 0x7100, 300 * MiB);
+	ASSERT_EQ(4096, dmabufrw_rw_fixed(&self->ring, true, self->fd, 4, 0,
+					  4096, 300 * MiB));
+	EXPECT_EQ(-1, pattern_check_fd(self->fd, 300 * MiB, 4096, 0x7100,
+				       300 * MiB));
+
+	ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 4));
+	ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 3));
+	ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 2));
+	pair_teardown(&p, &self->ring);
+}
+
+/*
+ * The target may be given as an index into the ring's registered files
+ * (IORING_REGBUF_F_FIXED_TARGET): the registration holds the file itself,
+ * so emptying or replacing that slot of the file table changes nothing.
+ * Data moves both ways with I/O on the fixed file and on a descriptor of
+ * it; an index that is empty, beyond the table or negative, or a ring with
+ * no file table, fails with EBADF, a fixed file that holds another device
+ * fails its I/O with EBADF, and the flag on a user buffer with EINVAL.
+ */
+TEST_F(dmabuf_rw, fixed_file_target)
+{
+	const size_t size = 8 * MiB;
+	struct io_uring bare;
+	struct buf_pair p;
+	int other, plain, none = -1;
+
+	pair_setup(_metadata, &p, &self->ring, self->fd, size);
+	other = open(nvme_slow_path("/dev/%s"), O_RDWR | O_DIRECT);
+	ASSERT_LE(0, other);
+	plain = open(NVME_DEV, O_RDWR);
+	ASSERT_LE(0, plain);
+	ASSERT_EQ(0, io_uring_register_files_sparse(&self->ring, 8));
+	ASSERT_EQ(1, io_uring_register_files_update(&self->ring, 1, &self->fd, 1));
+	ASSERT_EQ(1, io_uring_register_files_update(&self->ring, 3, &other, 1));
+	ASSERT_EQ(1, io_uring_register_files_update(&self->ring, 4, &plain, 1));
+
+	ASSERT_EQ(0, dmabufrw_register_dmabuf_range(&self->ring, 2, p.ubuf, 1,
+						    0, 0, DMABUFRW_REGBUF_F_FIXED_TARGET));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf_range(&self->ring, 3, p.heap, 1,
+						    0, 0, DMABUFRW_REGBUF_F_FIXED_TARGET));
+	/* the file table's slot goes: the registration still has the file */
+	ASSERT_EQ(1, io_uring_register_files_update(&self->ring, 1, &none, 1));
+	ASSERT_EQ(1, io_uring_register_files_update(&self->ring, 5, &self->fd, 1));
+	slot_round_trips(_metadata, &self->ring, 5, IOSQE_FIXED_FILE, 2, p.umap,
+			 3, p.hmap, p.heap, 320 * MiB);
+	slot_round_trips(_metadata, &self->ring, self->fd, 0, 2, p.umap, 3,
+			 p.hmap, p.heap, 336 * MiB);
+	/* a fixed file of another device is not served */
+	{
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&self->ring);
+		struct io_uring_cqe *cqe;
+
+		dmabufrw_prep_read_dmabuf(sqe, 3, 2, 0, 4096, 0);
+		sqe->flags |= IOSQE_FIXED_FILE;
+		ASSERT_EQ(1, io_uring_submit_and_wait(&self->ring, 1));
+		ASSERT_EQ(0, io_uring_peek_cqe(&self->ring, &cqe));
+		EXPECT_EQ(-EBADF, cqe->res);
+		io_uring_cqe_seen(&self->ring, cqe);
+	}
+
+	/* an empty slot, one beyond the table, a negative index */
+	EXPECT_EQ(-EBADF, dmabufrw_register_dmabuf_range(&self->ring, 4, p.ubuf, 1,
+							 0, 0, DMABUFRW_REGBUF_F_FIXED_TARGET));
+	EXPECT_EQ(-EBADF, dmabufrw_register_dmabuf_range(&self->ring, 4, p.ubuf, 8,
+							 0, 0, DMABUFRW_REGBUF_F_FIXED_TARGET));
+	EXPECT_EQ(-EBADF, dmabufrw_register_dmabuf_range(&self->ring, 4, p.ubuf, -1,
+							 0, 0, DMABUFRW_REGBUF_F_FIXED_TARGET));
+	/* the file in the slot is checked as a descriptor's would be */
+	EXPECT_EQ(-EINVAL, dmabufrw_register_dmabuf_range(&self->ring, 4, p.ubuf, 4,
+							  0, 0, DMABUFRW_REGBUF_F_FIXED_TARGET));
+	/* a ring without a file table */
+	ASSERT_EQ(0, io_uring_queue_init(4, &bare, 0));
+	ASSERT_EQ(0, io_uring_register_buffers_sparse(&bare, 1));
+	EXPECT_EQ(-EBADF, dmabufrw_register_dmabuf_range(&bare, 0, p.ubuf, 0, 0, 0,
+							 DMABUFRW_REGBUF_F_FIXED_TARGET));
+	io_uring_queue_exit(&bare);
+	/* the flag is for dma-buf descriptors only */
+	{
+		struct dmabufrw_regbuf_desc d = {
+			.type = DMABUFRW_REGBUF_USER,
+			.flags = DMABUFRW_REGBUF_F_FIXED_TARGET,
+			.addr = (uintptr_t)p.umap,
+			.len = 4096,
+		};
+		struct io_uring r;
+
+		ASSERT_EQ(0, io_uring_queue_init(4, &r, 0));
+		EXPECT_EQ(-EINVAL, dmabufrw_register_buffers_desc(&r, &d, 1));
+		io_uring_queue_exit(&r);
+	}
+	/* nothing was registered in slot 4 */
+	EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&self->ring, false, self->fd, 4, 0,
+					     4096, 0));
+
+	ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 2));
+	ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 3));
+	ASSERT_EQ(0, io_uring_unregister_files(&self->ring));
+	close(plain);
+	close(other);
+	pair_teardown(&p, &self->ring);
+}
+
+/*
  * Random transfers (4 KiB to 1 MiB, at random offsets in the dma-buf and on
  * disk) at queue depths 1 to 128: write them from a udmabuf, read them back
  * into a system-heap buffer, check every byte through the CPU view.

@@ -386,12 +386,15 @@ struct fixed_io {
 
 /*
  * Queue @n READ_FIXED (or WRITE_FIXED if @write) of registered buffer @idx
- * on @fd, at most @qd in flight, and reap them: 0 if each moved its whole
- * length, else the first bad result (-EIO for a short one).
+ * on @fd (an index into the ring's files with IOSQE_FIXED_FILE in
+ * @sqe_flags), at most @qd in flight, and reap them: 0 if each moved its
+ * whole length, else the first bad result (-EIO for a short one).
  */
-static inline int fixed_io_batch(struct io_uring *ring, int write, int fd,
-				 unsigned int idx, const struct fixed_io *x,
-				 unsigned int n, unsigned int qd)
+static inline int fixed_io_batch_flags(struct io_uring *ring, int write,
+				       int fd, unsigned int sqe_flags,
+				       unsigned int idx,
+				       const struct fixed_io *x,
+				       unsigned int n, unsigned int qd)
 {
 	unsigned int sub = 0, done = 0, inflight = 0;
 	struct io_uring_cqe *cqe;
@@ -404,13 +407,12 @@ static inline int fixed_io_batch(struct io_uring *ring, int write, int fd,
 			if (!sqe)
 				break;
 			if (write)
-				io_uring_prep_write_fixed(sqe, fd,
-					(void *)(uintptr_t)x[sub].buf_off,
-					x[sub].len, x[sub].off, idx);
+				dmabufrw_prep_write_dmabuf(sqe, fd, idx,
+					x[sub].buf_off, x[sub].len, x[sub].off);
 			else
-				io_uring_prep_read_fixed(sqe, fd,
-					(void *)(uintptr_t)x[sub].buf_off,
-					x[sub].len, x[sub].off, idx);
+				dmabufrw_prep_read_dmabuf(sqe, fd, idx,
+					x[sub].buf_off, x[sub].len, x[sub].off);
+			sqe->flags |= sqe_flags;
 			sqe->user_data = sub++;
 			inflight++;
 		}
@@ -425,6 +427,13 @@ static inline int fixed_io_batch(struct io_uring *ring, int write, int fd,
 		}
 	}
 	return err;
+}
+
+static inline int fixed_io_batch(struct io_uring *ring, int write, int fd,
+				 unsigned int idx, const struct fixed_io *x,
+				 unsigned int n, unsigned int qd)
+{
+	return fixed_io_batch_flags(ring, write, fd, 0, idx, x, n, qd);
 }
 
 /*

@@ -106,6 +106,7 @@ struct options {
 	uint64_t offset;
 	uint64_t size;			/* 0: to the end of the device */
 	bool fixed_files;
+	bool iopoll;
 	bool pin;
 	bool verify;
 	bool kv;
@@ -565,7 +566,9 @@ static int alloc_devmem(struct worker *w)
 
 static void setup_worker(struct worker *w, uint64_t region_blocks)
 {
-	struct io_uring_params p = { .flags = IORING_SETUP_CQSIZE };
+	struct io_uring_params p = {
+		.flags = IORING_SETUP_CQSIZE | (opt.iopoll ? IORING_SETUP_IOPOLL : 0),
+	};
 	unsigned int entries = 1, i;
 	long page = sysconf(_SC_PAGESIZE);
 	int ret, flags;
@@ -808,6 +811,9 @@ static void usage(void)
 "                           the threads and wrap around\n"
 "      --heap NAME          dma-heap for dmabuf-heap (default system)\n"
 "      --no-fixed-files     do not register the target descriptor with the ring\n"
+"      --iopoll             polled rings (IORING_SETUP_IOPOLL): completions are\n"
+"                           reaped from the device's poll queues, which need\n"
+"                           nvme.poll_queues (the VM's kernel line has it)\n"
 "      --pin                pin thread i to CPU i (modulo the online CPUs)\n"
 "      --seed N             random seed (default: from the clock)\n"
 "\n"
@@ -902,6 +908,7 @@ static double parse_seconds(const char *name, const char *s)
 enum {
 	OPT_HEAP = 256,
 	OPT_NO_FIXED_FILES,
+	OPT_IOPOLL,
 	OPT_PIN,
 	OPT_SEED,
 	OPT_KV,
@@ -928,6 +935,7 @@ static const struct option long_opts[] = {
 	{ "help",		no_argument,	   NULL, 'h' },
 	{ "heap",		required_argument, NULL, OPT_HEAP },
 	{ "no-fixed-files",	no_argument,	   NULL, OPT_NO_FIXED_FILES },
+	{ "iopoll",		no_argument,	   NULL, OPT_IOPOLL },
 	{ "pin",		no_argument,	   NULL, OPT_PIN },
 	{ "seed",		required_argument, NULL, OPT_SEED },
 	{ "kv",			no_argument,	   NULL, OPT_KV },
@@ -1028,6 +1036,9 @@ static void parse_options(int argc, char **argv)
 			break;
 		case OPT_NO_FIXED_FILES:
 			opt.fixed_files = false;
+			break;
+		case OPT_IOPOLL:
+			opt.iopoll = true;
 			break;
 		case OPT_PIN:
 			opt.pin = true;

@@ -100,16 +100,43 @@ static int update_slot(struct io_uring *ring, unsigned int index,
 	return ret == 1 ? 0 : -EINVAL;
 }
 
-int dmabufrw_register_dmabuf(struct io_uring *ring, unsigned int index,
-			     int dmabuf_fd, int target_fd)
+int dmabufrw_register_dmabuf_range(struct io_uring *ring, unsigned int index,
+				   int dmabuf_fd, int target, uint64_t offset,
+				   uint64_t len, unsigned int flags)
 {
 	struct dmabufrw_regbuf_desc desc = {
 		.type = DMABUFRW_REGBUF_DMABUF,
+		.flags = flags,
+		.addr = offset,
+		.len = len,
 		.dmabuf_fd = dmabuf_fd,
-		.target_fd = target_fd,
+		.target_fd = target,
 	};
 
 	return update_slot(ring, index, DMABUFRW_RSRC_UPDATE_DESC, &desc);
+}
+
+int dmabufrw_register_dmabuf(struct io_uring *ring, unsigned int index,
+			     int dmabuf_fd, int target_fd)
+{
+	return dmabufrw_register_dmabuf_range(ring, index, dmabuf_fd,
+					      target_fd, 0, 0, 0);
+}
+
+void dmabufrw_prep_read_dmabuf(struct io_uring_sqe *sqe, int fd,
+			       unsigned int buf_index, uint64_t buf_off,
+			       unsigned int len, uint64_t file_off)
+{
+	io_uring_prep_read_fixed(sqe, fd, NULL, len, file_off, buf_index);
+	sqe->addr = buf_off;
+}
+
+void dmabufrw_prep_write_dmabuf(struct io_uring_sqe *sqe, int fd,
+				unsigned int buf_index, uint64_t buf_off,
+				unsigned int len, uint64_t file_off)
+{
+	io_uring_prep_write_fixed(sqe, fd, NULL, len, file_off, buf_index);
+	sqe->addr = buf_off;
 }
 
 int dmabufrw_register_buffers_desc(struct io_uring *ring,
@@ -127,6 +154,22 @@ int dmabufrw_register_buffers_desc(struct io_uring *ring,
 	return ret < 0 ? ret : 0;
 }
 
+int dmabufrw_update_buffers_desc(struct io_uring *ring, unsigned int off,
+				 const struct dmabufrw_regbuf_desc *descs,
+				 const uint64_t *tags, unsigned int nr)
+{
+	struct dmabufrw_rsrc_update2 up = {
+		.offset = off,
+		.flags = DMABUFRW_RSRC_UPDATE_DESC,
+		.data = (uint64_t)(uintptr_t)descs,
+		.tags = (uint64_t)(uintptr_t)tags,
+		.nr = nr,
+	};
+
+	return ring_register(ring, IORING_REGISTER_BUFFERS_UPDATE, &up,
+			     sizeof(up));
+}
+
 int dmabufrw_rw_fixed(struct io_uring *ring, int write, int fd,
 		      unsigned int idx, uint64_t addr, unsigned int len,
 		      uint64_t off)
@@ -140,11 +183,9 @@ int dmabufrw_rw_fixed(struct io_uring *ring, int write, int fd,
 	if (!sqe)
 		return -EBUSY;
 	if (write)
-		io_uring_prep_write_fixed(sqe, fd, (void *)(uintptr_t)addr, len,
-					  off, idx);
+		dmabufrw_prep_write_dmabuf(sqe, fd, idx, addr, len, off);
 	else
-		io_uring_prep_read_fixed(sqe, fd, (void *)(uintptr_t)addr, len,
-					 off, idx);
+		dmabufrw_prep_read_dmabuf(sqe, fd, idx, addr, len, off);
 	sqe->user_data = tag;
 	ret = io_uring_submit(ring);
 	if (ret < 0)

@@ -22,6 +22,7 @@ extern "C" {
 #endif
 
 struct io_uring;
+struct io_uring_sqe;
 
 /*
  * Does the ring's kernel register dma-bufs (IORING_FEAT_REGBUF_DMABUF)?
@@ -33,7 +34,8 @@ int dmabufrw_supported(const struct io_uring *ring);
 /*
  * Register the dma-buf @dmabuf_fd in slot @index of the ring's buffer table
  * (IORING_REGISTER_BUFFERS_UPDATE with a descriptor) for I/O on @target_fd,
- * a block device opened O_DIRECT.  The table must exist and @index be within
+ * a block device or a file of ext4 or XFS opened O_DIRECT, or a directory of
+ * such a file system.  The table must exist and @index be within
  * it (for example from io_uring_register_buffers_sparse()); a buffer the
  * slot held is replaced.  READ_FIXED and WRITE_FIXED with buf_index @index
  * on @target_fd then move data between the device and the dma-buf, with
@@ -41,6 +43,33 @@ int dmabufrw_supported(const struct io_uring *ring);
  */
 int dmabufrw_register_dmabuf(struct io_uring *ring, unsigned int index,
 			     int dmabuf_fd, int target_fd);
+
+/* Flag of dmabufrw_register_dmabuf_range(): IORING_REGBUF_F_FIXED_TARGET */
+#define DMABUFRW_REGBUF_F_FIXED_TARGET	(1U << 0)
+
+/*
+ * Like dmabufrw_register_dmabuf(), for the @len bytes of the dma-buf from
+ * offset @offset (all of it when both are 0): sqe->addr of I/O through slot
+ * @index is then an offset in that range.  With
+ * DMABUFRW_REGBUF_F_FIXED_TARGET in @flags, @target is an index into the
+ * ring's registered files instead of a file descriptor.  Returns 0.
+ */
+int dmabufrw_register_dmabuf_range(struct io_uring *ring, unsigned int index,
+				   int dmabuf_fd, int target, uint64_t offset,
+				   uint64_t len, unsigned int flags);
+
+/*
+ * Prepare @sqe as a READ_FIXED (the device writes the dma-buf) or a
+ * WRITE_FIXED of @len bytes between offset @buf_off of the dma-buf slot
+ * @buf_index and offset @file_off of @fd: the offset goes to sqe->addr as
+ * the 64-bit number it is, with no pointer cast on the caller's side.
+ */
+void dmabufrw_prep_read_dmabuf(struct io_uring_sqe *sqe, int fd,
+			       unsigned int buf_index, uint64_t buf_off,
+			       unsigned int len, uint64_t file_off);
+void dmabufrw_prep_write_dmabuf(struct io_uring_sqe *sqe, int fd,
+				unsigned int buf_index, uint64_t buf_off,
+				unsigned int len, uint64_t file_off);
 
 /*
  * Empty slot @index of the ring's buffer table, whatever it holds.  Works
@@ -79,6 +108,17 @@ _Static_assert(sizeof(struct dmabufrw_regbuf_desc) == 48,
 int dmabufrw_register_buffers_desc(struct io_uring *ring,
 				   const struct dmabufrw_regbuf_desc *descs,
 				   unsigned int nr);
+
+/*
+ * Update @nr slots of the ring's buffer table from @off with descriptors
+ * (IORING_REGISTER_BUFFERS_UPDATE with IORING_RSRC_UPDATE_DESC), each with
+ * its tag from @tags (none if NULL): a tag is posted as a CQE once the
+ * kernel let go of what its slot held; for a dma-buf, once the dma-buf
+ * and the target are let go.  Returns the number of slots updated.
+ */
+int dmabufrw_update_buffers_desc(struct io_uring *ring, unsigned int off,
+				 const struct dmabufrw_regbuf_desc *descs,
+				 const uint64_t *tags, unsigned int nr);
 
 /*
  * Submit one READ_FIXED (@write 0) or WRITE_FIXED of @len bytes between
