@@ -246,6 +246,74 @@ TEST_F(files, round_trip_at_random_offsets_and_queue_depths)
 	unlink(path);
 }
 
+/*
+ * The same round trips on a polled ring (IORING_SETUP_IOPOLL), whose
+ * completions come from the NVMe poll queues: iomap passes polling on to a
+ * dma-buf bio as to a bio of pages.  Then 4 KiB reads of the written file,
+ * each one bio, at QD 32: they raise less than a quarter as many
+ * interrupts as I/Os, so they were polled.
+ */
+TEST_F(files, round_trip_on_a_polled_ring)
+{
+	const unsigned int qds[] = { 1, 8, 64 }, n = 24, slot = 256 * KiB;
+	const char *path = fpath(self->dir, "polled");
+	struct fixed_io x[256];
+	struct io_uring ring;
+	long long irqs;
+	unsigned int q, i;
+	int fd;
+
+	REQUIRE_POLL_QUEUES();
+	fd = new_file(self->dir, "polled");
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, io_uring_queue_init(64, &ring, IORING_SETUP_IOPOLL));
+	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 2));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 0, self->ubuf, fd));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 1, self->heap, fd));
+	srandom(0x9011);
+	for (q = 0; q < 3; q++) {
+		uint64_t seed = 0xf0110 + q;
+
+		random_transfers(x, n, slot, q);
+		for (i = 0; i < n; i++)
+			pattern_fill(self->umap + x[i].buf_off, x[i].len, seed,
+				     x[i].off);
+		ASSERT_EQ(0, fixed_io_batch(&ring, true, fd, 0, x, n, qds[q]));
+		heap_fill(self, 0xee);
+		ASSERT_EQ(0, fixed_io_batch(&ring, false, fd, 1, x, n, qds[q]));
+		for (i = 0; i < n; i++) {
+			EXPECT_EQ(-1, heap_check(self, x[i].buf_off, x[i].len,
+						 seed, x[i].off))
+				TH_LOG("qd %u transfer %u", qds[q], i);
+			EXPECT_EQ(-1, file_check(path, x[i].off, x[i].len,
+						 seed))
+				TH_LOG("qd %u transfer %u", qds[q], i);
+		}
+	}
+
+	/* 1 MiB of the file written anew, then read back 4 KiB at a time */
+	pattern_fill(self->umap, 1 * MiB, 0xf0119, 2 * n * slot);
+	for (i = 0; i < 256; i++) {
+		x[i].len = 4 * KiB;
+		x[i].buf_off = i * 4 * KiB;
+		x[i].off = 2 * n * slot + i * 4 * KiB;
+	}
+	ASSERT_EQ(0, fixed_io_batch(&ring, true, fd, 0, x, 256, 32));
+	heap_fill(self, 0xee);
+	irqs = nvme_io_interrupts();
+	ASSERT_LE(0, irqs);
+	ASSERT_EQ(0, fixed_io_batch(&ring, false, fd, 1, x, 256, 32));
+	irqs = nvme_io_interrupts() - irqs;
+	printf("# polled: 256 file reads of 4 KiB at QD 32 raised %lld interrupts\n",
+	       irqs);
+	EXPECT_GT(256 / 4, irqs);
+	EXPECT_EQ(-1, heap_check(self, 0, 1 * MiB, 0xf0119, 2 * n * slot));
+
+	io_uring_queue_exit(&ring);
+	close(fd);
+	unlink(path);
+}
+
 /* The extents FIEMAP reports for @fd, or -errno. */
 static int extent_count(int fd)
 {
