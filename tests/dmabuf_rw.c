@@ -1432,12 +1432,16 @@ TEST(table_registered_from_descriptors)
 	d[1].__resv[1] = 1;
 	EXPECT_EQ(-EINVAL, dmabufrw_register_buffers_desc(&ring, d, 3));
 	d[1].__resv[1] = 0;
-	d[1].flags = 1;
+	d[1].flags = 1U << 31;
 	EXPECT_EQ(-EINVAL, dmabufrw_register_buffers_desc(&ring, d, 3));
 	d[1].flags = 0;
 	d[2].type = 7;
 	EXPECT_EQ(-EINVAL, dmabufrw_register_buffers_desc(&ring, d, 3));
 	d[2].type = DMABUFRW_REGBUF_EMPTY;
+	d[2].addr = 4096;
+	EXPECT_EQ(-EINVAL, dmabufrw_register_buffers_desc(&ring, d, 3));
+	d[2].addr = 0;
+	/* a dma-buf range with an offset but no length */
 	d[1].addr = 4096;
 	EXPECT_EQ(-EINVAL, dmabufrw_register_buffers_desc(&ring, d, 3));
 	d[1].addr = 0;
