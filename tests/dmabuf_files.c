@@ -211,28 +211,25 @@ static void random_transfers(struct fixed_io *x, unsigned int n,
  * extending it), read back into a heap buffer, checked through the heap
  * buffer's CPU view and through a buffered pread of the file.
  */
-TEST_F(files, round_trip_at_random_offsets_and_queue_depths)
+static void random_round_trips(struct __test_metadata *_metadata,
+			       FIXTURE_DATA(files) *self, struct io_uring *ring,
+			       int fd, const char *path, uint64_t seed0)
 {
 	const unsigned int qds[] = { 1, 8, 64 }, n = 24, slot = 256 * KiB;
 	struct fixed_io x[24];
-	const char *path = fpath(self->dir, "round-trip");
 	unsigned int q, i;
-	int fd;
 
-	fd = new_file(self->dir, "round-trip");
-	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, register_pair(self, fd));
-	srandom(0x5eed);
+	srandom(seed0);
 	for (q = 0; q < 3; q++) {
-		uint64_t seed = 0xf11e0 + q;
+		uint64_t seed = seed0 + q;
 
 		random_transfers(x, n, slot, q);
 		for (i = 0; i < n; i++)
 			pattern_fill(self->umap + x[i].buf_off, x[i].len, seed,
 				     x[i].off);
-		ASSERT_EQ(0, fixed_io_batch(&self->ring, true, fd, 0, x, n, qds[q]));
+		ASSERT_EQ(0, fixed_io_batch(ring, true, fd, 0, x, n, qds[q]));
 		heap_fill(self, 0xee);
-		ASSERT_EQ(0, fixed_io_batch(&self->ring, false, fd, 1, x, n, qds[q]));
+		ASSERT_EQ(0, fixed_io_batch(ring, false, fd, 1, x, n, qds[q]));
 		for (i = 0; i < n; i++) {
 			EXPECT_EQ(-1, heap_check(self, x[i].buf_off, x[i].len,
 						 seed, x[i].off))
@@ -242,6 +239,17 @@ TEST_F(files, round_trip_at_random_offsets_and_queue_depths)
 				TH_LOG("qd %u transfer %u", qds[q], i);
 		}
 	}
+}
+
+TEST_F(files, round_trip_at_random_offsets_and_queue_depths)
+{
+	const char *path = fpath(self->dir, "round-trip");
+	int fd;
+
+	fd = new_file(self->dir, "round-trip");
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, register_pair(self, fd));
+	random_round_trips(_metadata, self, &self->ring, fd, path, 0xf11e0);
 	close(fd);
 	unlink(path);
 }
@@ -255,12 +263,12 @@ TEST_F(files, round_trip_at_random_offsets_and_queue_depths)
  */
 TEST_F(files, round_trip_on_a_polled_ring)
 {
-	const unsigned int qds[] = { 1, 8, 64 }, n = 24, slot = 256 * KiB;
+	const unsigned int n = 24, slot = 256 * KiB;
 	const char *path = fpath(self->dir, "polled");
 	struct fixed_io x[256];
 	struct io_uring ring;
 	long long irqs;
-	unsigned int q, i;
+	unsigned int i;
 	int fd;
 
 	REQUIRE_POLL_QUEUES();
@@ -270,26 +278,7 @@ TEST_F(files, round_trip_on_a_polled_ring)
 	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 2));
 	ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 0, self->ubuf, fd));
 	ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 1, self->heap, fd));
-	srandom(0x9011);
-	for (q = 0; q < 3; q++) {
-		uint64_t seed = 0xf0110 + q;
-
-		random_transfers(x, n, slot, q);
-		for (i = 0; i < n; i++)
-			pattern_fill(self->umap + x[i].buf_off, x[i].len, seed,
-				     x[i].off);
-		ASSERT_EQ(0, fixed_io_batch(&ring, true, fd, 0, x, n, qds[q]));
-		heap_fill(self, 0xee);
-		ASSERT_EQ(0, fixed_io_batch(&ring, false, fd, 1, x, n, qds[q]));
-		for (i = 0; i < n; i++) {
-			EXPECT_EQ(-1, heap_check(self, x[i].buf_off, x[i].len,
-						 seed, x[i].off))
-				TH_LOG("qd %u transfer %u", qds[q], i);
-			EXPECT_EQ(-1, file_check(path, x[i].off, x[i].len,
-						 seed))
-				TH_LOG("qd %u transfer %u", qds[q], i);
-		}
-	}
+	random_round_trips(_metadata, self, &ring, fd, path, 0xf0110);
 
 	/* 1 MiB of the file written anew, then read back 4 KiB at a time */
 	pattern_fill(self->umap, 1 * MiB, 0xf0119, 2 * n * slot);
