@@ -303,6 +303,150 @@ TEST_F(files, round_trip_on_a_polled_ring)
 	unlink(path);
 }
 
+/*
+ * READV_FIXED/WRITEV_FIXED on a file: random transfers (16 KiB to 256 KiB,
+ * in their own 256 KiB slot of the file and of the buffers) as rotated
+ * pieces (vec_io_batch(): two ranges of the dma-buf out of order), at queue
+ * depths 1 to 64, into a new file (allocating blocks and extending it) and
+ * back into the heap buffer; checked through the heap buffer's CPU view and
+ * a buffered pread of the file, which must hold the pieces in file order.
+ */
+TEST_F(files, vectored_round_trips_at_random_offsets_and_queue_depths)
+{
+	const unsigned int qds[] = { 1, 8, 64 }, n = 24, slot = 256 * KiB;
+	const char *path = fpath(self->dir, "vectored");
+	struct fixed_io x[24];
+	int fd;
+
+	fd = new_file(self->dir, "vectored");
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, register_pair(self, fd));
+	srandom(0x7ec);
+	for (unsigned int q = 0; q < 3; q++) {
+		uint64_t seed = 0x7ec0 + q;
+
+		for (unsigned int i = 0; i < n; i++) {
+			unsigned int len = (1 + random() % 16) * 16 * KiB;
+			unsigned int room = (slot - len) / (16 * KiB);
+
+			x[i].len = len;
+			x[i].buf_off = i * slot + (random() % (room + 1)) * 16 * KiB;
+			x[i].off = (q * n + i) * slot +
+				   (random() % (room + 1)) * 16 * KiB;
+			vec_pattern_fill(self->umap, &x[i], seed);
+		}
+		ASSERT_EQ(0, vec_io_batch(&self->ring, 1, fd, 0, x, n, qds[q]));
+		heap_fill(self, 0xee);
+		ASSERT_EQ(0, vec_io_batch(&self->ring, 0, fd, 1, x, n, qds[q]));
+		dmabufrw_cpu_begin(self->heap, DMA_BUF_SYNC_READ);
+		for (unsigned int i = 0; i < n; i++) {
+			EXPECT_EQ(-1, vec_pattern_check(self->hmap, &x[i], seed))
+				TH_LOG("qd %u transfer %u in the heap buffer",
+				       qds[q], i);
+		}
+		dmabufrw_cpu_end(self->heap, DMA_BUF_SYNC_READ);
+		for (unsigned int i = 0; i < n; i++) {
+			EXPECT_EQ(-1, file_check(path, x[i].off, x[i].len, seed))
+				TH_LOG("qd %u transfer %u in the file", qds[q], i);
+		}
+	}
+	close(fd);
+	unlink(path);
+}
+
+/*
+ * Every range of a vectored write is checked before any data moves: with
+ * the second range misaligned for the device's DMA (or a length that is
+ * not whole blocks), the write fails with EINVAL and the file keeps what
+ * it had, although its first range was good.
+ */
+TEST_F(files, vectored_misaligned_range_fails_with_einval_and_writes_nothing)
+{
+	const char *path = fpath(self->dir, "vec-einval");
+	const uint64_t seed = 0xe1a1;
+	struct iovec iov[2];
+	struct io_uring_sqe *sqe;
+	struct io_uring_cqe *cqe;
+	int fd;
+
+	fd = new_file(self->dir, "vec-einval");
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, pattern_fill_fd(fd, 0, 64 * KiB, seed, 0));
+	ASSERT_EQ(0, fsync(fd));
+	ASSERT_EQ(0, register_pair(self, fd));
+	memset(self->umap, 0x5a, MiB);
+
+	for (int c = 0; c < 2; c++) {
+		dmabufrw_dmabuf_iovec(&iov[0], 0, c ? 4 * KiB + 256 : 4 * KiB);
+		dmabufrw_dmabuf_iovec(&iov[1], c ? 64 * KiB : 64 * KiB + 2,
+				      c ? 4 * KiB - 256 : 4 * KiB);
+		sqe = io_uring_get_sqe(&self->ring);
+		dmabufrw_prep_writev_dmabuf(sqe, fd, 0, iov, 2, 0);
+		ASSERT_EQ(1, io_uring_submit(&self->ring));
+		ASSERT_EQ(0, io_uring_wait_cqe(&self->ring, &cqe));
+		EXPECT_EQ(-EINVAL, cqe->res) TH_LOG("case %d", c);
+		io_uring_cqe_seen(&self->ring, cqe);
+		EXPECT_EQ(-1, file_check(path, 0, 64 * KiB, seed))
+			TH_LOG("case %d: the refused write changed the file", c);
+	}
+	close(fd);
+	unlink(path);
+}
+
+/*
+ * A vectored read of a sparse file zeroes the holes in every range they
+ * cover: the read's two ranges (rotated pieces) are both partly a hole, and
+ * one hole runs from the end of the first range into the second.
+ */
+TEST_F(files, vectored_reads_of_holes_zero_every_range)
+{
+	const struct fixed_io x = { .buf_off = 0, .off = 0, .len = 2 * MiB };
+	const uint64_t data = 512 * KiB, seed = 0x401f;
+	const char *path = fpath(self->dir, "sparse-vec");
+	const unsigned int piece = x.len / VEC_PIECES;
+	struct iovec iov[VEC_PIECES];
+	struct io_uring_sqe *sqe;
+	struct io_uring_cqe *cqe;
+	int fd;
+
+	fd = new_file(self->dir, "sparse-vec");
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, ftruncate(fd, x.len));
+	ASSERT_EQ(0, register_pair(self, fd));
+	pattern_fill(self->umap, 64 * KiB, seed, data);
+	ASSERT_EQ(64 * KiB, dmabufrw_rw_fixed(&self->ring, true, fd, 0, 0,
+					      64 * KiB, data));
+
+	heap_fill(self, 0xee);
+	vec_iovecs(&x, iov);
+	sqe = io_uring_get_sqe(&self->ring);
+	dmabufrw_prep_readv_dmabuf(sqe, fd, 1, iov, VEC_PIECES, x.off);
+	ASSERT_EQ(1, io_uring_submit(&self->ring));
+	ASSERT_EQ(0, io_uring_wait_cqe(&self->ring, &cqe));
+	EXPECT_EQ((int)x.len, cqe->res);
+	io_uring_cqe_seen(&self->ring, cqe);
+
+	dmabufrw_cpu_begin(self->heap, DMA_BUF_SYNC_READ);
+	for (unsigned int j = 0; j < VEC_PIECES; j++) {
+		const unsigned char *b = self->hmap + vec_piece_buf_off(&x, j);
+		uint64_t pos = (uint64_t)j * piece;
+
+		if (pos == data) {
+			EXPECT_EQ(-1, pattern_check(b, 64 * KiB, seed, data));
+			EXPECT_EQ(-1, first_not(b + 64 * KiB, piece - 64 * KiB, 0))
+				TH_LOG("the hole after the data");
+		} else {
+			EXPECT_EQ(-1, first_not(b, piece, 0))
+				TH_LOG("the hole at %llu", (unsigned long long)pos);
+		}
+	}
+	/* past the read: untouched */
+	EXPECT_EQ(-1, first_not(self->hmap + x.len, 64 * KiB, 0xee));
+	dmabufrw_cpu_end(self->heap, DMA_BUF_SYNC_READ);
+	close(fd);
+	unlink(path);
+}
+
 /* The extents FIEMAP reports for @fd, or -errno. */
 static int extent_count(int fd)
 {

@@ -19,6 +19,9 @@
 #include <linux/fs.h>
 #include <linux/dma-buf.h>
 #include <liburing.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
 
 #include "kselftest_harness.h"
 #include "util.h"
@@ -26,9 +29,6 @@
 #include "dmabufrw.h"
 
 #define MiB	(1024UL * 1024)
-
-/* Linux 6.15 opcode, newer than Debian 12's liburing headers */
-#define OP_READV_FIXED	60
 
 /*
  * Number of io-wq worker threads of this process: all of them, or (@tid not
@@ -1194,36 +1194,223 @@ TEST_F(ring_mode, round_trip_at_random_offsets)
 	close(self->p.memfd);
 }
 
-/* Vectored fixed I/O is refused for now. */
-TEST(vectored_fixed_io_refused)
+/*
+ * READV_FIXED/WRITEV_FIXED with dma-buf slots (vec_io_batch(): each
+ * transfer as rotated pieces, two ranges out of order once merged): the
+ * plan of slot_plan, 4 KiB at QD 1 to 8 MiB, written from a udmabuf and
+ * read back into a system-heap buffer, on an interrupt-driven ring and on
+ * an IOPOLL ring; checked through the heap buffer's CPU view and through a
+ * pread of the disk, which must hold each transfer's pieces in file order.
+ */
+TEST_F(dmabuf_rw, vectored_round_trips_at_every_depth_and_size)
 {
-	REQUIRE_DMABUF_IO();
-	struct io_uring ring;
+	static struct fixed_io x[256];
+	const size_t size = 16 * MiB;
+	void *pbuf;
+
+	REQUIRE_POLL_QUEUES();
+	ASSERT_EQ(0, posix_memalign(&pbuf, 4096, size));
+	for (int polled = 0; polled < 2; polled++) {
+		struct io_uring ring;
+		struct buf_pair p;
+
+		ASSERT_EQ(0, io_uring_queue_init(64, &ring,
+				polled ? IORING_SETUP_IOPOLL : 0));
+		ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 2));
+		pair_setup(_metadata, &p, &ring, self->fd, size);
+
+		for (unsigned int r = 0; r < sizeof(slot_plan) / sizeof(slot_plan[0]); r++) {
+			unsigned int len = slot_plan[r].len, n = slot_plan[r].n;
+			uint64_t seed = 0x5e00 + polled * 16 + r;
+			uint64_t disk = 900 * MiB + (uint64_t)r * size;
+
+			for (unsigned int i = 0; i < n; i++) {
+				x[i].len = len;
+				x[i].buf_off = (uint64_t)i * len;
+				x[i].off = disk + (uint64_t)i * len;
+				vec_pattern_fill(p.umap, &x[i], seed);
+			}
+			ASSERT_EQ(0, vec_io_batch(&ring, 1, self->fd, 0, x, n,
+						  slot_plan[r].qd))
+				TH_LOG("%s writev of %u x %u", polled ?
+				       "polled" : "", n, len);
+			ASSERT_EQ(0, vec_io_batch(&ring, 0, self->fd, 1, x, n,
+						  slot_plan[r].qd))
+				TH_LOG("%s readv of %u x %u", polled ?
+				       "polled" : "", n, len);
+
+			ASSERT_EQ(0, dmabufrw_cpu_begin(p.heap, DMA_BUF_SYNC_READ));
+			for (unsigned int i = 0; i < n; i++) {
+				EXPECT_EQ(-1, vec_pattern_check(p.hmap, &x[i], seed))
+					TH_LOG("%u bytes at QD %u: transfer %u in the heap buffer",
+					       len, slot_plan[r].qd, i);
+			}
+			ASSERT_EQ(0, dmabufrw_cpu_end(p.heap, DMA_BUF_SYNC_READ));
+			ASSERT_EQ((ssize_t)n * len,
+				  pread(self->fd, pbuf, (size_t)n * len, disk));
+			EXPECT_EQ(-1, pattern_check(pbuf, (size_t)n * len, seed, disk))
+				TH_LOG("%u bytes at QD %u: the disk", len,
+				       slot_plan[r].qd);
+		}
+		pair_teardown(&p, &ring);
+		io_uring_queue_exit(&ring);
+	}
+	free(pbuf);
+}
+
+/* Submit one vectored dma-buf I/O of @nr ranges @iov; its result. */
+static int vec_io_one(struct io_uring *ring, int write, int fd,
+		      unsigned int idx, const struct iovec *iov,
+		      unsigned int nr, uint64_t off)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
 	struct io_uring_cqe *cqe;
-	struct io_uring_sqe *sqe;
-	struct iovec iov = { NULL, 4096 };
-	int fd, memfd, ubuf;
+	int ret;
 
-	fd = open(NVME_DEV, O_RDWR | O_DIRECT);
-	ASSERT_LE(0, fd);
-	ubuf = dmabufrw_alloc_udmabuf(MiB, &memfd);
-	ASSERT_LE(0, ubuf);
+	if (write)
+		dmabufrw_prep_writev_dmabuf(sqe, fd, idx, iov, nr, off);
+	else
+		dmabufrw_prep_readv_dmabuf(sqe, fd, idx, iov, nr, off);
+	ret = io_uring_submit_and_wait(ring, 1);
+	if (ret < 0)
+		return ret;
+	ret = io_uring_peek_cqe(ring, &cqe);
+	if (ret)
+		return ret;
+	ret = cqe->res;
+	io_uring_cqe_seen(ring, cqe);
+	return ret;
+}
 
-	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
-	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
-	ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 0, ubuf, fd));
-	sqe = io_uring_get_sqe(&ring);
-	io_uring_prep_rw(OP_READV_FIXED, sqe, fd, &iov, 1, 0);
-	sqe->buf_index = 0;
-	io_uring_submit(&ring);
-	ASSERT_EQ(0, io_uring_wait_cqe(&ring, &cqe));
-	EXPECT_EQ(-EOPNOTSUPP, cqe->res);
-	io_uring_cqe_seen(&ring, cqe);
-	io_uring_queue_exit(&ring);
+/*
+ * The refusals of vectored I/O to dma-buf slots, each with its errno, and
+ * none moves anything: a refused write leaves the disk as it was, although
+ * the first of its ranges was good.  A range leaving the slot (or its
+ * sub-range), of length 0, or an empty slot: EFAULT; a range misaligned for
+ * the device: EINVAL; a file the registration does not serve: EBADF; a
+ * read into a dma-buf opened read-only: EFAULT.
+ */
+TEST_F(dmabuf_rw, vectored_refusals_change_nothing)
+{
+	const size_t size = 4 * MiB;
+	const uint64_t disk = 1000 * MiB;
+	struct iovec iov[3];
+	struct buf_pair p;
+	int memfd, ro;
+	void *pbuf;
 
-	close(ubuf);
+	pair_setup(_metadata, &p, &self->ring, self->fd, size);
+	/* slot 2: the second MiB of the udmabuf */
+	ASSERT_EQ(0, dmabufrw_register_dmabuf_range(&self->ring, 2, p.ubuf,
+						    self->fd, MiB, MiB, 0));
+	ASSERT_EQ(0, posix_memalign(&pbuf, 4096, 64 * 1024));
+	ASSERT_EQ(0, pattern_fill_fd(self->fd, disk, 64 * 1024, 0xd15c, disk));
+	memset(p.umap, 0xa5, size);
+
+	/* the second range leaves the slot */
+	dmabufrw_dmabuf_iovec(&iov[0], 0, 4096);
+	dmabufrw_dmabuf_iovec(&iov[1], size - 4096, 8192);
+	EXPECT_EQ(-EFAULT, vec_io_one(&self->ring, 1, self->fd, 0, iov, 2, disk));
+	/* ... or the slot's sub-range, though not the dma-buf */
+	dmabufrw_dmabuf_iovec(&iov[1], MiB - 4096, 8192);
+	EXPECT_EQ(-EFAULT, vec_io_one(&self->ring, 1, self->fd, 2, iov, 2, disk));
+	/* a range of length 0 */
+	dmabufrw_dmabuf_iovec(&iov[1], 8192, 0);
+	dmabufrw_dmabuf_iovec(&iov[2], 16384, 4096);
+	EXPECT_EQ(-EFAULT, vec_io_one(&self->ring, 1, self->fd, 0, iov, 3, disk));
+	/* an empty slot */
+	dmabufrw_dmabuf_iovec(&iov[1], 8192, 4096);
+	EXPECT_EQ(-EFAULT, vec_io_one(&self->ring, 1, self->fd, 5, iov, 2, disk));
+	/* the second range's offset misaligned for the device's DMA */
+	dmabufrw_dmabuf_iovec(&iov[1], 8192 + 2, 4096);
+	EXPECT_EQ(-EINVAL, vec_io_one(&self->ring, 1, self->fd, 0, iov, 2, disk));
+	/* lengths that are not whole blocks, adding up to whole blocks */
+	dmabufrw_dmabuf_iovec(&iov[0], 0, 4096 + 256);
+	dmabufrw_dmabuf_iovec(&iov[1], 65536, 4096 - 256);
+	EXPECT_EQ(-EINVAL, vec_io_one(&self->ring, 1, self->fd, 0, iov, 2, disk));
+	/* a file the registration does not serve */
+	memfd = memfd_create("not-the-disk", 0);
+	ASSERT_LE(0, memfd);
+	ASSERT_EQ(0, ftruncate(memfd, MiB));
+	dmabufrw_dmabuf_iovec(&iov[0], 0, 4096);
+	dmabufrw_dmabuf_iovec(&iov[1], 65536, 4096);
+	EXPECT_EQ(-EBADF, vec_io_one(&self->ring, 1, memfd, 0, iov, 2, 0));
 	close(memfd);
-	close(fd);
+
+	ASSERT_EQ(64 * 1024, pread(self->fd, pbuf, 64 * 1024, disk));
+	EXPECT_EQ(-1, pattern_check(pbuf, 64 * 1024, 0xd15c, disk))
+		TH_LOG("a refused vectored write changed the disk");
+
+	/* the device may not write a dma-buf opened read-only */
+	ro = heap_alloc_mode(size, O_RDONLY);
+	ASSERT_LE(0, ro);
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 3, ro, self->fd));
+	EXPECT_EQ(-EFAULT, vec_io_one(&self->ring, 0, self->fd, 3, iov, 2, disk));
+	/* the good I/O works */
+	EXPECT_EQ(8192, vec_io_one(&self->ring, 1, self->fd, 3, iov, 2, disk));
+	EXPECT_EQ(8192, vec_io_one(&self->ring, 0, self->fd, 0, iov, 2, disk));
+	ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 3));
+	close(ro);
+
+	ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 2));
+	free(pbuf);
+	pair_teardown(&p, &self->ring);
+}
+
+/* Linux 6.17 flag, newer than Debian 12's liburing headers */
+#define SEND_VECTORIZED		(1U << 5)
+
+/*
+ * Only the fixed reads and writes move a dma-buf: a zero-copy send from a
+ * dma-buf slot, plain or vectored, fails with EOPNOTSUPP (a socket has no
+ * device the buffer is mapped for).  The vectored send shares the import
+ * of registered iovecs with READV_FIXED; taking dma-bufs there must not
+ * let a send reach them.
+ */
+TEST_F(dmabuf_rw, zero_copy_sends_from_a_dma_buf_slot_fail_with_eopnotsupp)
+{
+	struct sockaddr_in to = { .sin_family = AF_INET,
+				  .sin_port = htons(9),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct iovec iov[2];
+	struct buf_pair p;
+	int sock;
+
+	pair_setup(_metadata, &p, &self->ring, self->fd, MiB);
+	sock = socket(AF_INET, SOCK_DGRAM, 0);
+	ASSERT_LE(0, sock);
+	dmabufrw_dmabuf_iovec(&iov[0], 0, 4096);
+	dmabufrw_dmabuf_iovec(&iov[1], 8192, 4096);
+
+	for (int vectored = 0; vectored < 2; vectored++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&self->ring);
+		struct io_uring_cqe *cqe;
+		bool more;
+
+		if (vectored)
+			io_uring_prep_send_zc_fixed(sqe, sock, iov, 2, 0, 0, 0);
+		else
+			io_uring_prep_send_zc_fixed(sqe, sock, NULL, 4096, 0,
+						    0, 0);
+		if (vectored)
+			sqe->ioprio |= SEND_VECTORIZED;
+		io_uring_prep_send_set_addr(sqe, (struct sockaddr *)&to,
+					    sizeof(to));
+		ASSERT_EQ(1, io_uring_submit(&self->ring));
+		ASSERT_EQ(0, io_uring_wait_cqe(&self->ring, &cqe));
+		EXPECT_EQ(-EOPNOTSUPP, cqe->res)
+			TH_LOG("%s send", vectored ? "vectored" : "plain");
+		more = cqe->flags & IORING_CQE_F_MORE;
+		io_uring_cqe_seen(&self->ring, cqe);
+		/* the notification, if the send announced one */
+		if (more) {
+			ASSERT_EQ(0, io_uring_wait_cqe(&self->ring, &cqe));
+			EXPECT_TRUE(cqe->flags & IORING_CQE_F_NOTIF);
+			io_uring_cqe_seen(&self->ring, cqe);
+		}
+	}
+	close(sock);
+	pair_teardown(&p, &self->ring);
 }
 
 /*

@@ -437,6 +437,102 @@ static inline int fixed_io_batch(struct io_uring *ring, int write, int fd,
 }
 
 /*
+ * A vectored transfer of struct fixed_io: its buffer range in VEC_PIECES
+ * equal pieces, handed to READV_FIXED/WRITEV_FIXED rotated by one (the
+ * file's piece j is the buffer's piece j + 1, its last piece the buffer's
+ * first).  The kernel merges the pieces that continue one another, so the
+ * I/O reaches the device as two ranges of the dma-buf out of order.  The
+ * length must be a multiple of VEC_PIECES times the device's block size.
+ */
+#define VEC_PIECES	4
+
+static inline uint64_t vec_piece_buf_off(const struct fixed_io *x,
+					 unsigned int j)
+{
+	return x->buf_off + (uint64_t)((j + 1) % VEC_PIECES) *
+		(x->len / VEC_PIECES);
+}
+
+static inline void vec_iovecs(const struct fixed_io *x, struct iovec *iov)
+{
+	for (unsigned int j = 0; j < VEC_PIECES; j++)
+		dmabufrw_dmabuf_iovec(&iov[j], vec_piece_buf_off(x, j),
+				      x->len / VEC_PIECES);
+}
+
+/* Fill @map (the slot's CPU view) with what @x writes at x->off. */
+static inline void vec_pattern_fill(void *map, const struct fixed_io *x,
+				    uint64_t seed)
+{
+	unsigned int p = x->len / VEC_PIECES;
+
+	for (unsigned int j = 0; j < VEC_PIECES; j++)
+		pattern_fill((char *)map + vec_piece_buf_off(x, j), p, seed,
+			     x->off + (uint64_t)j * p);
+}
+
+/* Did @x read the pattern at x->off into @map?  -1 if so. */
+static inline long vec_pattern_check(const void *map,
+				     const struct fixed_io *x, uint64_t seed)
+{
+	unsigned int p = x->len / VEC_PIECES;
+
+	for (unsigned int j = 0; j < VEC_PIECES; j++) {
+		long bad = pattern_check((const char *)map +
+					 vec_piece_buf_off(x, j), p, seed,
+					 x->off + (uint64_t)j * p);
+
+		if (bad >= 0)
+			return bad;
+	}
+	return -1;
+}
+
+/*
+ * fixed_io_batch() with READV_FIXED/WRITEV_FIXED: each transfer of @x as
+ * the rotated pieces of vec_iovecs().
+ */
+static inline int vec_io_batch(struct io_uring *ring, int write, int fd,
+			       unsigned int idx, const struct fixed_io *x,
+			       unsigned int n, unsigned int qd)
+{
+	static struct iovec iov[256][VEC_PIECES];
+	unsigned int sub = 0, done = 0, inflight = 0;
+	struct io_uring_cqe *cqe;
+	int err = 0;
+
+	if (n > 256)
+		return -EINVAL;
+	while (done < n) {
+		while (sub < n && inflight < qd) {
+			struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+
+			if (!sqe)
+				break;
+			vec_iovecs(&x[sub], iov[sub]);
+			if (write)
+				dmabufrw_prep_writev_dmabuf(sqe, fd, idx,
+					iov[sub], VEC_PIECES, x[sub].off);
+			else
+				dmabufrw_prep_readv_dmabuf(sqe, fd, idx,
+					iov[sub], VEC_PIECES, x[sub].off);
+			sqe->user_data = sub++;
+			inflight++;
+		}
+		if (io_uring_submit_and_wait(ring, 1) < 0)
+			return -EIO;
+		while (io_uring_peek_cqe(ring, &cqe) == 0) {
+			if (cqe->res != (int)x[cqe->user_data].len && !err)
+				err = cqe->res < 0 ? cqe->res : -EIO;
+			io_uring_cqe_seen(ring, cqe);
+			inflight--;
+			done++;
+		}
+	}
+	return err;
+}
+
+/*
  * The test VM's file systems (scripts/mk-fs-images): ext4 on partition 1
  * of namespace 3, XFS on the whole of namespace 4.  Tests mount them for
  * their own run and unmount them at its end.

@@ -139,6 +139,39 @@ void dmabufrw_prep_write_dmabuf(struct io_uring_sqe *sqe, int fd,
 	sqe->addr = buf_off;
 }
 
+/* Linux 6.15 opcodes, newer than Debian 12's liburing headers */
+#define DMABUFRW_OP_READV_FIXED		60
+#define DMABUFRW_OP_WRITEV_FIXED	61
+
+void dmabufrw_prep_readv_dmabuf(struct io_uring_sqe *sqe, int fd,
+				unsigned int buf_index,
+				const struct iovec *iovecs,
+				unsigned int nr_vecs, uint64_t file_off)
+{
+	io_uring_prep_rw(DMABUFRW_OP_READV_FIXED, sqe, fd, iovecs, nr_vecs,
+			 file_off);
+	sqe->buf_index = buf_index;
+}
+
+void dmabufrw_prep_writev_dmabuf(struct io_uring_sqe *sqe, int fd,
+				 unsigned int buf_index,
+				 const struct iovec *iovecs,
+				 unsigned int nr_vecs, uint64_t file_off)
+{
+	io_uring_prep_rw(DMABUFRW_OP_WRITEV_FIXED, sqe, fd, iovecs, nr_vecs,
+			 file_off);
+	sqe->buf_index = buf_index;
+}
+
+int dmabufrw_dmabuf_iovec(struct iovec *iov, uint64_t buf_off, size_t len)
+{
+	if (buf_off != (uintptr_t)buf_off)
+		return -EOVERFLOW;
+	iov->iov_base = (void *)(uintptr_t)buf_off;
+	iov->iov_len = len;
+	return 0;
+}
+
 int dmabufrw_register_buffers_desc(struct io_uring *ring,
 				   const struct dmabufrw_regbuf_desc *descs,
 				   unsigned int nr)

@@ -16,6 +16,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -70,6 +71,32 @@ void dmabufrw_prep_read_dmabuf(struct io_uring_sqe *sqe, int fd,
 void dmabufrw_prep_write_dmabuf(struct io_uring_sqe *sqe, int fd,
 				unsigned int buf_index, uint64_t buf_off,
 				unsigned int len, uint64_t file_off);
+
+/*
+ * Prepare @sqe as a READV_FIXED (the device writes the dma-buf) or a
+ * WRITEV_FIXED between the @nr_vecs ranges @iovecs of the dma-buf slot
+ * @buf_index and offset @file_off of @fd: one I/O, the ranges in order.
+ * Each iovec is an offset in the slot and a length, as
+ * dmabufrw_dmabuf_iovec() sets it.  @iovecs must stay valid until the
+ * submission.
+ */
+void dmabufrw_prep_readv_dmabuf(struct io_uring_sqe *sqe, int fd,
+				unsigned int buf_index,
+				const struct iovec *iovecs,
+				unsigned int nr_vecs, uint64_t file_off);
+void dmabufrw_prep_writev_dmabuf(struct io_uring_sqe *sqe, int fd,
+				 unsigned int buf_index,
+				 const struct iovec *iovecs,
+				 unsigned int nr_vecs, uint64_t file_off);
+
+/*
+ * Set @iov to the range of @len bytes at offset @buf_off of a dma-buf slot,
+ * for dmabufrw_prep_readv_dmabuf() and dmabufrw_prep_writev_dmabuf(): the
+ * offset goes to iov_base with no pointer cast on the caller's side.
+ * Returns 0, or -EOVERFLOW if @buf_off does not fit in a pointer (a 32-bit
+ * program cannot address 4 GiB or more of a slot with vectored I/O).
+ */
+int dmabufrw_dmabuf_iovec(struct iovec *iov, uint64_t buf_off, size_t len);
 
 /*
  * Empty slot @index of the ring's buffer table, whatever it holds.  Works
