@@ -19,9 +19,6 @@
 #include <linux/fs.h>
 #include <linux/dma-buf.h>
 #include <liburing.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
-#include <sys/socket.h>
 
 #include "kselftest_harness.h"
 #include "util.h"
@@ -1354,62 +1351,6 @@ TEST_F(dmabuf_rw, vectored_refusals_change_nothing)
 
 	ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 2));
 	free(pbuf);
-	pair_teardown(&p, &self->ring);
-}
-
-/* Linux 6.17 flag, newer than Debian 12's liburing headers */
-#define SEND_VECTORIZED		(1U << 5)
-
-/*
- * Only the fixed reads and writes move a dma-buf: a zero-copy send from a
- * dma-buf slot, plain or vectored, fails with EOPNOTSUPP (a socket has no
- * device the buffer is mapped for).  The vectored send shares the import
- * of registered iovecs with READV_FIXED; taking dma-bufs there must not
- * let a send reach them.
- */
-TEST_F(dmabuf_rw, zero_copy_sends_from_a_dma_buf_slot_fail_with_eopnotsupp)
-{
-	struct sockaddr_in to = { .sin_family = AF_INET,
-				  .sin_port = htons(9),
-				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	struct iovec iov[2];
-	struct buf_pair p;
-	int sock;
-
-	pair_setup(_metadata, &p, &self->ring, self->fd, MiB);
-	sock = socket(AF_INET, SOCK_DGRAM, 0);
-	ASSERT_LE(0, sock);
-	dmabufrw_dmabuf_iovec(&iov[0], 0, 4096);
-	dmabufrw_dmabuf_iovec(&iov[1], 8192, 4096);
-
-	for (int vectored = 0; vectored < 2; vectored++) {
-		struct io_uring_sqe *sqe = io_uring_get_sqe(&self->ring);
-		struct io_uring_cqe *cqe;
-		bool more;
-
-		if (vectored)
-			io_uring_prep_send_zc_fixed(sqe, sock, iov, 2, 0, 0, 0);
-		else
-			io_uring_prep_send_zc_fixed(sqe, sock, NULL, 4096, 0,
-						    0, 0);
-		if (vectored)
-			sqe->ioprio |= SEND_VECTORIZED;
-		io_uring_prep_send_set_addr(sqe, (struct sockaddr *)&to,
-					    sizeof(to));
-		ASSERT_EQ(1, io_uring_submit(&self->ring));
-		ASSERT_EQ(0, io_uring_wait_cqe(&self->ring, &cqe));
-		EXPECT_EQ(-EOPNOTSUPP, cqe->res)
-			TH_LOG("%s send", vectored ? "vectored" : "plain");
-		more = cqe->flags & IORING_CQE_F_MORE;
-		io_uring_cqe_seen(&self->ring, cqe);
-		/* the notification, if the send announced one */
-		if (more) {
-			ASSERT_EQ(0, io_uring_wait_cqe(&self->ring, &cqe));
-			EXPECT_TRUE(cqe->flags & IORING_CQE_F_NOTIF);
-			io_uring_cqe_seen(&self->ring, cqe);
-		}
-	}
-	close(sock);
 	pair_teardown(&p, &self->ring);
 }
 
