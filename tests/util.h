@@ -385,58 +385,6 @@ struct fixed_io {
 };
 
 /*
- * Queue @n READ_FIXED (or WRITE_FIXED if @write) of registered buffer @idx
- * on @fd (an index into the ring's files with IOSQE_FIXED_FILE in
- * @sqe_flags), at most @qd in flight, and reap them: 0 if each moved its
- * whole length, else the first bad result (-EIO for a short one).
- */
-static inline int fixed_io_batch_flags(struct io_uring *ring, int write,
-				       int fd, unsigned int sqe_flags,
-				       unsigned int idx,
-				       const struct fixed_io *x,
-				       unsigned int n, unsigned int qd)
-{
-	unsigned int sub = 0, done = 0, inflight = 0;
-	struct io_uring_cqe *cqe;
-	int err = 0;
-
-	while (done < n) {
-		while (sub < n && inflight < qd) {
-			struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
-
-			if (!sqe)
-				break;
-			if (write)
-				dmabufrw_prep_write_dmabuf(sqe, fd, idx,
-					x[sub].buf_off, x[sub].len, x[sub].off);
-			else
-				dmabufrw_prep_read_dmabuf(sqe, fd, idx,
-					x[sub].buf_off, x[sub].len, x[sub].off);
-			sqe->flags |= sqe_flags;
-			sqe->user_data = sub++;
-			inflight++;
-		}
-		if (io_uring_submit_and_wait(ring, 1) < 0)
-			return -EIO;
-		while (io_uring_peek_cqe(ring, &cqe) == 0) {
-			if (cqe->res != (int)x[cqe->user_data].len && !err)
-				err = cqe->res < 0 ? cqe->res : -EIO;
-			io_uring_cqe_seen(ring, cqe);
-			inflight--;
-			done++;
-		}
-	}
-	return err;
-}
-
-static inline int fixed_io_batch(struct io_uring *ring, int write, int fd,
-				 unsigned int idx, const struct fixed_io *x,
-				 unsigned int n, unsigned int qd)
-{
-	return fixed_io_batch_flags(ring, write, fd, 0, idx, x, n, qd);
-}
-
-/*
  * A vectored transfer of struct fixed_io: its buffer range in VEC_PIECES
  * equal pieces, handed to READV_FIXED/WRITEV_FIXED rotated by one (the
  * file's piece j is the buffer's piece j + 1, its last piece the buffer's
@@ -489,33 +437,48 @@ static inline long vec_pattern_check(const void *map,
 }
 
 /*
- * fixed_io_batch() with READV_FIXED/WRITEV_FIXED: each transfer of @x as
- * the rotated pieces of vec_iovecs().
+ * Queue @n READ_FIXED (or WRITE_FIXED if @write) of registered buffer @idx
+ * on @fd (an index into the ring's files with IOSQE_FIXED_FILE in
+ * @sqe_flags), at most @qd in flight, and reap them: 0 if each moved its
+ * whole length, else the first bad result (-EIO for a short one).  With
+ * @vectored, each transfer is a READV_FIXED/WRITEV_FIXED of the rotated
+ * pieces of vec_iovecs().
  */
-static inline int vec_io_batch(struct io_uring *ring, int write, int fd,
-			       unsigned int idx, const struct fixed_io *x,
-			       unsigned int n, unsigned int qd)
+static inline int fixed_io_batch_how(struct io_uring *ring, int write,
+				     int fd, unsigned int sqe_flags,
+				     unsigned int idx,
+				     const struct fixed_io *x,
+				     unsigned int n, unsigned int qd,
+				     int vectored)
 {
 	static struct iovec iov[256][VEC_PIECES];
+
 	unsigned int sub = 0, done = 0, inflight = 0;
 	struct io_uring_cqe *cqe;
 	int err = 0;
 
-	if (n > 256)
-		return -EINVAL;
 	while (done < n) {
 		while (sub < n && inflight < qd) {
 			struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
 
 			if (!sqe)
 				break;
-			vec_iovecs(&x[sub], iov[sub]);
-			if (write)
-				dmabufrw_prep_writev_dmabuf(sqe, fd, idx,
-					iov[sub], VEC_PIECES, x[sub].off);
-			else
-				dmabufrw_prep_readv_dmabuf(sqe, fd, idx,
-					iov[sub], VEC_PIECES, x[sub].off);
+			if (vectored) {
+				vec_iovecs(&x[sub], iov[sub]);
+				if (write)
+					dmabufrw_prep_writev_dmabuf(sqe, fd, idx,
+						iov[sub], VEC_PIECES, x[sub].off);
+				else
+					dmabufrw_prep_readv_dmabuf(sqe, fd, idx,
+						iov[sub], VEC_PIECES, x[sub].off);
+			} else if (write) {
+				dmabufrw_prep_write_dmabuf(sqe, fd, idx,
+					x[sub].buf_off, x[sub].len, x[sub].off);
+			} else {
+				dmabufrw_prep_read_dmabuf(sqe, fd, idx,
+					x[sub].buf_off, x[sub].len, x[sub].off);
+			}
+			sqe->flags |= sqe_flags;
 			sqe->user_data = sub++;
 			inflight++;
 		}
@@ -530,6 +493,31 @@ static inline int vec_io_batch(struct io_uring *ring, int write, int fd,
 		}
 	}
 	return err;
+}
+
+static inline int fixed_io_batch_flags(struct io_uring *ring, int write,
+				       int fd, unsigned int sqe_flags,
+				       unsigned int idx,
+				       const struct fixed_io *x,
+				       unsigned int n, unsigned int qd)
+{
+	return fixed_io_batch_how(ring, write, fd, sqe_flags, idx, x, n, qd, 0);
+}
+
+/* fixed_io_batch() with READV_FIXED/WRITEV_FIXED (vec_iovecs()) */
+static inline int vec_io_batch(struct io_uring *ring, int write, int fd,
+			       unsigned int idx, const struct fixed_io *x,
+			       unsigned int n, unsigned int qd)
+{
+	return n > 256 ? -EINVAL :
+	       fixed_io_batch_how(ring, write, fd, 0, idx, x, n, qd, 1);
+}
+
+static inline int fixed_io_batch(struct io_uring *ring, int write, int fd,
+				 unsigned int idx, const struct fixed_io *x,
+				 unsigned int n, unsigned int qd)
+{
+	return fixed_io_batch_flags(ring, write, fd, 0, idx, x, n, qd);
 }
 
 /*
