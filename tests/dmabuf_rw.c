@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include <linux/fs.h>
 #include <linux/dma-buf.h>
+#include <linux/nvme_ioctl.h>
 #include <liburing.h>
 
 #include "kselftest_harness.h"
@@ -1437,6 +1438,244 @@ TEST_F(dmabuf_rw, iopoll_ring_moves_data_at_every_depth_and_size)
 	free(pbuf);
 	pair_teardown(&p, &ring);
 	io_uring_queue_exit(&ring);
+}
+
+/*
+ * NVMe passthrough through the namespace's generic device (/dev/ngXnY),
+ * with a slot registered for that device: a ring of big SQEs and CQEs, plain
+ * or IOPOLL.
+ */
+FIXTURE(passthru) {
+	struct io_uring ring;
+	int ng, bdev;
+	unsigned int nsid, lba_shift, max_bytes;
+};
+
+FIXTURE_VARIANT(passthru) {
+	unsigned int ring_flags;
+};
+
+FIXTURE_VARIANT_ADD(passthru, plain) {
+	.ring_flags = 0,
+};
+
+FIXTURE_VARIANT_ADD(passthru, iopoll) {
+	.ring_flags = IORING_SETUP_IOPOLL,
+};
+
+/* The disk region of the passthrough tests: the last 16 MiB but 8. */
+#define PASSTHRU_DISK	(1008 * MiB)
+
+FIXTURE_SETUP(passthru)
+{
+	char text[32];
+	int lbs, nsid;
+
+	REQUIRE_DMABUF_IO();
+	if (variant->ring_flags & IORING_SETUP_IOPOLL)
+		REQUIRE_POLL_QUEUES();
+	self->ng = open(nvme_ng_dev(), O_RDWR);
+	ASSERT_LE(0, self->ng) TH_LOG("%s: %s", nvme_ng_dev(), strerror(errno));
+	self->bdev = open(NVME_DEV, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, self->bdev);
+	nsid = ioctl(self->ng, NVME_IOCTL_ID);
+	ASSERT_LT(0, nsid);
+	self->nsid = nsid;
+	ASSERT_EQ(0, ioctl(self->bdev, BLKSSZGET, &lbs));
+	self->lba_shift = __builtin_ctz(lbs);
+	ASSERT_LT(0, read_text(nvme_path("/sys/block/%s/queue/max_hw_sectors_kb"),
+			       text, sizeof(text)));
+	self->max_bytes = atoi(text) * 1024;
+	ASSERT_LE(4096, self->max_bytes);
+	ASSERT_EQ(0, io_uring_queue_init(64, &self->ring,
+			IORING_SETUP_SQE128 | IORING_SETUP_CQE32 |
+			variant->ring_flags));
+	ASSERT_EQ(0, io_uring_register_buffers_sparse(&self->ring, 8));
+}
+
+FIXTURE_TEARDOWN(passthru)
+{
+	io_uring_queue_exit(&self->ring);
+	close(self->bdev);
+	close(self->ng);
+}
+
+/* One passthrough command of @len bytes at disk offset @off; its result. */
+static int nvme_io_one(struct io_uring *ring, int write, int fd,
+		       unsigned int nsid, unsigned int lba_shift,
+		       unsigned int idx, uint64_t buf_off, unsigned int len,
+		       uint64_t off)
+{
+	struct fixed_io x = { .buf_off = buf_off, .off = off, .len = len };
+
+	return nvme_io_batch(ring, write, fd, nsid, lba_shift, idx, &x, 1, 1,
+			     NULL);
+}
+
+/*
+ * NVMe Write commands from a udmabuf and Read commands back into a
+ * system-heap buffer, both registered for the generic device, at queue
+ * depths 1 to 64 and sizes from 4 KiB to the largest command the
+ * controller takes (max_hw_sectors_kb: 128 KiB behind an IOMMU, the DMA
+ * API's optimal mapping size), checked through the heap buffer's
+ * CPU view and a pread of the block device.  With nothing invalidating the
+ * buffers, every command completes with status 0 at once (no -EAGAIN).
+ */
+TEST_F(passthru, round_trips_at_every_depth_and_size)
+{
+	static struct fixed_io x[256];
+	const struct { unsigned int len, qd, n; } plan[] = {
+		{ 4096, 1, 64 }, { 4096, 64, 256 }, { 65536, 16, 64 },
+		{ self->max_bytes / 2, 64, 32 }, { self->max_bytes, 8, 8 },
+	};
+	const size_t size = 8 * MiB;
+	struct buf_pair p;
+	void *pbuf;
+
+	ASSERT_GE(size, 32 * (size_t)self->max_bytes / 2);
+	ASSERT_GE(size, 8 * (size_t)self->max_bytes);
+	pair_setup(_metadata, &p, &self->ring, self->ng, size);
+	ASSERT_EQ(0, posix_memalign(&pbuf, 4096, size));
+
+	for (unsigned int r = 0; r < sizeof(plan) / sizeof(plan[0]); r++) {
+		unsigned int len = plan[r].len, n = plan[r].n;
+		uint64_t seed = 0x9a55 + r;
+
+		for (unsigned int i = 0; i < n; i++) {
+			x[i].len = len;
+			x[i].buf_off = (uint64_t)i * len;
+			x[i].off = PASSTHRU_DISK + (uint64_t)i * len;
+		}
+		pattern_fill(p.umap, (size_t)n * len, seed, PASSTHRU_DISK);
+		ASSERT_EQ(0, nvme_io_batch(&self->ring, 1, self->ng, self->nsid,
+					   self->lba_shift, 0, x, n, plan[r].qd,
+					   NULL))
+			TH_LOG("writes of %u x %u at QD %u", n, len, plan[r].qd);
+		ASSERT_EQ(0, nvme_io_batch(&self->ring, 0, self->ng, self->nsid,
+					   self->lba_shift, 1, x, n, plan[r].qd,
+					   NULL))
+			TH_LOG("reads of %u x %u at QD %u", n, len, plan[r].qd);
+
+		ASSERT_EQ(0, dmabufrw_cpu_begin(p.heap, DMA_BUF_SYNC_READ));
+		EXPECT_EQ(-1, pattern_check(p.hmap, (size_t)n * len, seed,
+					    PASSTHRU_DISK))
+			TH_LOG("%u x %u at QD %u: the heap buffer", n, len,
+			       plan[r].qd);
+		ASSERT_EQ(0, dmabufrw_cpu_end(p.heap, DMA_BUF_SYNC_READ));
+		ASSERT_EQ((ssize_t)n * len, pread(self->bdev, pbuf,
+						  (size_t)n * len, PASSTHRU_DISK));
+		EXPECT_EQ(-1, pattern_check(pbuf, (size_t)n * len, seed,
+					    PASSTHRU_DISK))
+			TH_LOG("%u x %u at QD %u: the disk", n, len, plan[r].qd);
+	}
+	free(pbuf);
+	pair_teardown(&p, &self->ring);
+}
+
+/*
+ * The refusals of passthrough commands to dma-buf slots, each with its
+ * errno, and none reaches the disk: a command longer than the controller
+ * takes in one (never split) or misaligned for its DMA: EINVAL; a range
+ * leaving the slot or an empty slot: EFAULT; a slot registered for the
+ * block device: EBADF, as a slot registered for the generic device is for
+ * READ_FIXED on the block device; the vectored command: EOPNOTSUPP; a Read
+ * into a dma-buf open read-only: EFAULT; a Write through a generic device
+ * open read-only, which root may send (NVMe lets CAP_SYS_ADMIN send any
+ * command), with a slot registered for that device, which mapped the
+ * buffer for the device to write only: EINVAL.
+ */
+TEST_F(passthru, refusals_change_nothing)
+{
+	const uint64_t disk = PASSTHRU_DISK;
+	const size_t size = 4 * MiB;
+	const unsigned int max = self->max_bytes;
+	struct io_uring_sqe *sqe;
+	struct io_uring_cqe *cqe;
+	struct buf_pair p;
+	struct iovec iov;
+	int ro, ngro;
+	void *pbuf;
+
+	ASSERT_GE(size, 2 * (size_t)max);
+	pair_setup(_metadata, &p, &self->ring, self->ng, size);
+	ASSERT_EQ(0, posix_memalign(&pbuf, 4096, 2 * max));
+	ASSERT_EQ(0, pattern_fill_fd(self->bdev, disk, 2 * max, 0x9e7, disk));
+	memset(p.umap, 0xa5, size);
+
+	/* one block more than the controller takes in one command */
+	EXPECT_EQ(-EINVAL, nvme_io_one(&self->ring, 1, self->ng, self->nsid,
+				       self->lba_shift, 0, 0, max + 4096, disk));
+	/* twice as much */
+	EXPECT_EQ(-EINVAL, nvme_io_one(&self->ring, 1, self->ng, self->nsid,
+				       self->lba_shift, 0, 0, 2 * max, disk));
+	/* the offset misaligned for the controller's DMA */
+	EXPECT_EQ(-EINVAL, nvme_io_one(&self->ring, 1, self->ng, self->nsid,
+				       self->lba_shift, 0, 2, 4096, disk));
+	/* the range leaves the slot */
+	EXPECT_EQ(-EFAULT, nvme_io_one(&self->ring, 1, self->ng, self->nsid,
+				       self->lba_shift, 0, size - 4096, 8192,
+				       disk));
+	/* an empty slot */
+	EXPECT_EQ(-EFAULT, nvme_io_one(&self->ring, 1, self->ng, self->nsid,
+				       self->lba_shift, 5, 0, 4096, disk));
+
+	/* a slot registered for the block device serves no passthrough ... */
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 2, p.ubuf,
+					      self->bdev));
+	EXPECT_EQ(-EBADF, nvme_io_one(&self->ring, 1, self->ng, self->nsid,
+				      self->lba_shift, 2, 0, 4096, disk));
+	/* ... and one for the generic device no I/O on the block device */
+	EXPECT_EQ(-EBADF, dmabufrw_rw_fixed(&self->ring, 1, self->bdev, 0, 0,
+					    4096, disk));
+
+	/* the vectored command takes no dma-buf slot */
+	sqe = io_uring_get_sqe(&self->ring);
+	dmabufrw_prep_nvme_write_dmabuf(sqe, self->ng, self->nsid, 0, 0,
+					4096, disk >> self->lba_shift,
+					self->lba_shift);
+	dmabufrw_dmabuf_iovec(&iov, 0, 4096);
+	sqe->cmd_op = NVME_URING_CMD_IO_VEC;
+	((struct nvme_uring_cmd *)sqe->cmd)->addr = (uintptr_t)&iov;
+	((struct nvme_uring_cmd *)sqe->cmd)->data_len = 1;
+	ASSERT_EQ(1, io_uring_submit_and_wait(&self->ring, 1));
+	ASSERT_EQ(0, io_uring_peek_cqe(&self->ring, &cqe));
+	EXPECT_EQ(-EOPNOTSUPP, cqe->res);
+	io_uring_cqe_seen(&self->ring, cqe);
+
+	/* a Write through a generic device open read-only, mapped for reads */
+	ngro = open(nvme_ng_dev(), O_RDONLY);
+	ASSERT_LE(0, ngro);
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 3, p.ubuf, ngro));
+	EXPECT_EQ(-EINVAL, nvme_io_one(&self->ring, 1, ngro, self->nsid,
+				       self->lba_shift, 3, 0, 4096, disk));
+
+	ASSERT_EQ(2 * max, pread(self->bdev, pbuf, 2 * max, disk));
+	EXPECT_EQ(-1, pattern_check(pbuf, 2 * max, 0x9e7, disk))
+		TH_LOG("a refused passthrough write changed the disk");
+
+	/* the controller may not write a dma-buf opened read-only */
+	ro = heap_alloc_mode(size, O_RDONLY);
+	ASSERT_LE(0, ro);
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 4, ro, self->ng));
+	EXPECT_EQ(-EFAULT, nvme_io_one(&self->ring, 0, self->ng, self->nsid,
+				       self->lba_shift, 4, 0, 4096, disk));
+	/* the good commands work: the largest, a Read through ngro */
+	EXPECT_EQ(0, nvme_io_one(&self->ring, 1, self->ng, self->nsid,
+				 self->lba_shift, 4, 0, max, disk));
+	EXPECT_EQ(0, nvme_io_one(&self->ring, 0, ngro, self->nsid,
+				 self->lba_shift, 3, 0, max, disk));
+	ASSERT_EQ(max, pread(self->bdev, pbuf, max, disk));
+	EXPECT_EQ(-1, first_nonzero(pbuf, max))
+		TH_LOG("the read-only heap buffer's zeroes did not reach the disk");
+	EXPECT_EQ(-1, first_nonzero(p.umap, max))
+		TH_LOG("the Read through the read-only device did not land");
+
+	for (unsigned int slot = 2; slot <= 4; slot++)
+		ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, slot));
+	close(ro);
+	close(ngro);
+	free(pbuf);
+	pair_teardown(&p, &self->ring);
 }
 
 struct reset_io {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <linux/dma-buf.h>
 #include <linux/dma-heap.h>
+#include <linux/nvme_ioctl.h>
 #include <linux/udmabuf.h>
 
 #include <liburing.h>
@@ -161,6 +162,51 @@ void dmabufrw_prep_writev_dmabuf(struct io_uring_sqe *sqe, int fd,
 	io_uring_prep_rw(DMABUFRW_OP_WRITEV_FIXED, sqe, fd, iovecs, nr_vecs,
 			 file_off);
 	sqe->buf_index = buf_index;
+}
+
+/* NVM command set opcodes */
+#define DMABUFRW_NVME_CMD_WRITE		0x01
+#define DMABUFRW_NVME_CMD_READ		0x02
+
+static void prep_nvme_dmabuf(struct io_uring_sqe *sqe, int fd,
+			     uint8_t opcode, unsigned int nsid,
+			     unsigned int buf_index, uint64_t buf_off,
+			     unsigned int len, uint64_t slba,
+			     unsigned int lba_shift)
+{
+	struct nvme_uring_cmd *cmd = (struct nvme_uring_cmd *)sqe->cmd;
+
+	memset(sqe, 0, 2 * sizeof(*sqe));
+	sqe->opcode = IORING_OP_URING_CMD;
+	sqe->fd = fd;
+	sqe->cmd_op = NVME_URING_CMD_IO;
+	sqe->uring_cmd_flags = IORING_URING_CMD_FIXED;
+	sqe->buf_index = buf_index;
+	cmd->opcode = opcode;
+	cmd->nsid = nsid;
+	cmd->addr = buf_off;
+	cmd->data_len = len;
+	cmd->cdw10 = (uint32_t)slba;
+	cmd->cdw11 = (uint32_t)(slba >> 32);
+	cmd->cdw12 = (len >> lba_shift) - 1;	/* 0's based block count */
+}
+
+void dmabufrw_prep_nvme_read_dmabuf(struct io_uring_sqe *sqe, int fd,
+				    unsigned int nsid, unsigned int buf_index,
+				    uint64_t buf_off, unsigned int len,
+				    uint64_t slba, unsigned int lba_shift)
+{
+	prep_nvme_dmabuf(sqe, fd, DMABUFRW_NVME_CMD_READ, nsid, buf_index,
+			 buf_off, len, slba, lba_shift);
+}
+
+void dmabufrw_prep_nvme_write_dmabuf(struct io_uring_sqe *sqe, int fd,
+				     unsigned int nsid, unsigned int buf_index,
+				     uint64_t buf_off, unsigned int len,
+				     uint64_t slba, unsigned int lba_shift)
+{
+	prep_nvme_dmabuf(sqe, fd, DMABUFRW_NVME_CMD_WRITE, nsid, buf_index,
+			 buf_off, len, slba, lba_shift);
 }
 
 int dmabufrw_dmabuf_iovec(struct iovec *iov, uint64_t buf_off, size_t len)

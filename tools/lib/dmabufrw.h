@@ -99,6 +99,28 @@ void dmabufrw_prep_writev_dmabuf(struct io_uring_sqe *sqe, int fd,
 int dmabufrw_dmabuf_iovec(struct iovec *iov, uint64_t buf_off, size_t len);
 
 /*
+ * Prepare @sqe, the first half of a 128-byte SQE (a ring set up with
+ * IORING_SETUP_SQE128 and IORING_SETUP_CQE32, as NVMe passthrough needs), as an NVMe passthrough Read (the controller writes
+ * the dma-buf) or Write sent through the namespace's generic device @fd
+ * (/dev/ngXnY): @len bytes, a nonzero multiple of the namespace's logical
+ * block (1 << @lba_shift bytes), from block @slba of namespace @nsid
+ * (ioctl NVME_IOCTL_ID on @fd says which), to or from offset @buf_off of
+ * the dma-buf slot @buf_index, registered with a generic device of the
+ * namespace as target.  The offset goes to the command's address as the
+ * 64-bit number it is.  The command reaches the controller as one command:
+ * -EINVAL in the CQE if it does not fit, -EAGAIN if the exporter moved the
+ * buffer before the controller got it (not sent: submit it again).
+ */
+void dmabufrw_prep_nvme_read_dmabuf(struct io_uring_sqe *sqe, int fd,
+				    unsigned int nsid, unsigned int buf_index,
+				    uint64_t buf_off, unsigned int len,
+				    uint64_t slba, unsigned int lba_shift);
+void dmabufrw_prep_nvme_write_dmabuf(struct io_uring_sqe *sqe, int fd,
+				     unsigned int nsid, unsigned int buf_index,
+				     uint64_t buf_off, unsigned int len,
+				     uint64_t slba, unsigned int lba_shift);
+
+/*
  * Empty slot @index of the ring's buffer table, whatever it holds.  Works
  * on any kernel with sparse buffer tables.  Returns 0.
  */
