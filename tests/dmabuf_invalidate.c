@@ -595,7 +595,7 @@ static void migration_storm(struct __test_metadata *_metadata, int ctl,
 	struct migrator m = { .ctl = ctl, .dbuf = dbuf, .min_us = 1000,
 			      .max_us = 5000, .seed = 3, .stop = &stop };
 	pthread_t trd, twr, tm;
-	int seconds = storm_seconds(exporter) / (vectored || passthru ? 2 : 1);
+	int seconds = storm_seconds(exporter) / (passthru ? 4 : vectored ? 2 : 1);
 	struct dmabuf_test_stats st;
 	int ng = -1, nsid, lbs;
 	double t0;
@@ -682,7 +682,7 @@ TEST_F_TIMEOUT(texp, vectored_migration_storm_loses_no_data_and_no_dma_is_stale,
  * pointer comes from the mapping of the moment, a command whose mapping
  * was invalidated before the controller got it completes with -EAGAIN
  * unsent and is submitted again, and none may lose data or reach memory
- * the exporter moved away from.  Half the storm's time.
+ * the exporter moved away from.  A quarter of the storm's time.
  */
 TEST_F_TIMEOUT(texp, passthru_migration_storm_loses_no_data_and_no_dma_is_stale, 3600)
 {

@@ -22,6 +22,12 @@
  * --verify reaches the dma-buf through its CPU mapping (mmap), device
  * memory, which has none, through the exporter's copy ioctl.
  *
+ * --passthru sends NVMe Read and Write commands through the namespace's
+ * generic device (/dev/ngXnY of DEVICE /dev/nvmeXnY) instead: URING_CMD
+ * with the user address (plain), with IORING_URING_CMD_FIXED and the user
+ * address (fixed), or with IORING_URING_CMD_FIXED and the offset in a
+ * dma-buf registered for the generic device (the dma-buf kinds).
+ *
  * Completion latency is the time from just before the submitting
  * io_uring_enter() to the reap that saw the CQE (one clock read per batch,
  * not per I/O); it goes into a log-linear histogram (64 buckets per power of
@@ -55,6 +61,7 @@
 #include <unistd.h>
 #include <linux/fs.h>
 #include <linux/dma-buf.h>
+#include <linux/nvme_ioctl.h>
 #include <liburing.h>
 
 #include "dmabufrw.h"
@@ -107,6 +114,8 @@ struct options {
 	uint64_t size;			/* 0: to the end of the device */
 	bool fixed_files;
 	bool iopoll;
+	bool passthru;
+	unsigned int lba_shift;		/* --passthru: of the namespace */
 	bool pin;
 	bool verify;
 	bool kv;
@@ -196,8 +205,9 @@ struct worker {
 	unsigned int id;
 	pthread_t tid;
 	struct io_uring ring;
-	int fd;
+	int fd;				/* --passthru: the generic device */
 	int sqe_fd;			/* 0 with registered files */
+	unsigned int nsid;		/* --passthru */
 	int dmabuf_fd;
 	int texp_fd;			/* dmabuf-devmem: the exporter, or -1 */
 	char *cpu;			/* CPU view of the buffer area, or NULL;
@@ -380,6 +390,45 @@ static uint64_t next_block(struct worker *w, enum pass pass)
 	return b;
 }
 
+/* NVM command set opcodes */
+#define NVME_CMD_WRITE	0x01
+#define NVME_CMD_READ	0x02
+
+/*
+ * --passthru: an NVMe Read or Write of one block of --bs bytes at @off;
+ * @addr is the user address (plain, fixed) or the offset in the dma-buf.
+ */
+static void prep_passthru(struct worker *w, struct io_uring_sqe *sqe,
+			  bool write, uint64_t addr, uint64_t off)
+{
+	struct nvme_uring_cmd *cmd = (struct nvme_uring_cmd *)sqe->cmd;
+
+	if (kind_is_dmabuf(opt.kind)) {
+		if (write)
+			dmabufrw_prep_nvme_write_dmabuf(sqe, w->sqe_fd, w->nsid, 0,
+				addr, opt.bs, off >> opt.lba_shift,
+				opt.lba_shift);
+		else
+			dmabufrw_prep_nvme_read_dmabuf(sqe, w->sqe_fd, w->nsid, 0,
+				addr, opt.bs, off >> opt.lba_shift,
+				opt.lba_shift);
+		return;
+	}
+	memset(sqe, 0, 2 * sizeof(*sqe));
+	sqe->opcode = IORING_OP_URING_CMD;
+	sqe->fd = w->sqe_fd;
+	sqe->cmd_op = NVME_URING_CMD_IO;
+	if (opt.kind == KIND_FIXED)
+		sqe->uring_cmd_flags = IORING_URING_CMD_FIXED;
+	cmd->opcode = write ? NVME_CMD_WRITE : NVME_CMD_READ;
+	cmd->nsid = w->nsid;
+	cmd->addr = addr;
+	cmd->data_len = opt.bs;
+	cmd->cdw10 = (uint32_t)(off >> opt.lba_shift);
+	cmd->cdw11 = (uint32_t)(off >> opt.lba_shift >> 32);
+	cmd->cdw12 = (opt.bs >> opt.lba_shift) - 1;
+}
+
 static void prep_one(struct worker *w, enum pass pass, uint64_t stamp)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
@@ -396,7 +445,9 @@ static void prep_one(struct worker *w, enum pass pass, uint64_t stamp)
 
 	addr = kind_is_dmabuf(opt.kind) ? (void *)(uintptr_t)area_off :
 					  w->cpu + area_off;
-	switch (opt.kind) {
+	if (opt.passthru)
+		prep_passthru(w, sqe, write, (uintptr_t)addr, off);
+	else switch (opt.kind) {
 	case KIND_PLAIN:
 		if (write)
 			io_uring_prep_write(sqe, w->sqe_fd, addr, opt.bs, off);
@@ -427,11 +478,13 @@ static void complete_one(struct worker *w, enum pass pass,
 
 	w->inflight--;
 	w->free_slots[w->nr_free++] = slot;
-	if (cqe->res != (int)opt.bs) {
+	/* a passthrough command's result is its NVMe status, 0 */
+	if (cqe->res != (opt.passthru ? 0 : (int)opt.bs)) {
 		if (!atomic_exchange(&failed, 1))
 			fprintf(stderr, PROG ": thread %u: I/O at offset %" PRIu64 ": %s\n",
 				w->id, w->slot_off[slot],
-				cqe->res < 0 ? strerror(-cqe->res) : "short transfer");
+				cqe->res < 0 ? strerror(-cqe->res) :
+				opt.passthru ? "NVMe error status" : "short transfer");
 		return;
 	}
 	if (pass == PASS_VREAD)
@@ -567,7 +620,8 @@ static int alloc_devmem(struct worker *w)
 static void setup_worker(struct worker *w, uint64_t region_blocks)
 {
 	struct io_uring_params p = {
-		.flags = IORING_SETUP_CQSIZE | (opt.iopoll ? IORING_SETUP_IOPOLL : 0),
+		.flags = IORING_SETUP_CQSIZE | (opt.iopoll ? IORING_SETUP_IOPOLL : 0) |
+			 (opt.passthru ? IORING_SETUP_SQE128 | IORING_SETUP_CQE32 : 0),
 	};
 	unsigned int entries = 1, i;
 	long page = sysconf(_SC_PAGESIZE);
@@ -587,9 +641,26 @@ static void setup_worker(struct worker *w, uint64_t region_blocks)
 		die("the region is too small for %u threads", opt.threads);
 
 	flags = (opt.write || opt.verify ? O_RDWR : O_RDONLY) | O_DIRECT | O_CLOEXEC;
-	w->fd = open(opt.dev, flags);
-	if (w->fd < 0)
-		die("open %s: %s", opt.dev, strerror(errno));
+	if (opt.passthru) {
+		char ng[64];
+		int c, n;
+
+		if (sscanf(opt.dev, "/dev/nvme%dn%d", &c, &n) != 2)
+			die("--passthru: %s is not an NVMe namespace /dev/nvmeXnY",
+			    opt.dev);
+		snprintf(ng, sizeof(ng), "/dev/ng%dn%d", c, n);
+		w->fd = open(ng, flags & ~O_DIRECT);
+		if (w->fd < 0)
+			die("open %s: %s", ng, strerror(errno));
+		ret = ioctl(w->fd, NVME_IOCTL_ID);
+		if (ret <= 0)
+			die("%s: NVME_IOCTL_ID: %s", ng, strerror(errno));
+		w->nsid = ret;
+	} else {
+		w->fd = open(opt.dev, flags);
+		if (w->fd < 0)
+			die("open %s: %s", opt.dev, strerror(errno));
+	}
 
 	while (entries < opt.qd)
 		entries <<= 1;
@@ -814,6 +885,12 @@ static void usage(void)
 "      --iopoll             polled rings (IORING_SETUP_IOPOLL): completions are\n"
 "                           reaped from the device's poll queues, which need\n"
 "                           nvme.poll_queues (the VM's kernel line has it)\n"
+"      --passthru           NVMe passthrough: Read and Write commands through the\n"
+"                           generic device /dev/ngXnY of DEVICE /dev/nvmeXnY\n"
+"                           (URING_CMD; the fixed and dma-buf kinds with\n"
+"                           IORING_URING_CMD_FIXED, the dma-buf registered for\n"
+"                           the generic device); each I/O one command, so --bs\n"
+"                           at most the namespace's max_hw_sectors_kb\n"
 "      --pin                pin thread i to CPU i (modulo the online CPUs)\n"
 "      --seed N             random seed (default: from the clock)\n"
 "\n"
@@ -909,6 +986,7 @@ enum {
 	OPT_HEAP = 256,
 	OPT_NO_FIXED_FILES,
 	OPT_IOPOLL,
+	OPT_PASSTHRU,
 	OPT_PIN,
 	OPT_SEED,
 	OPT_KV,
@@ -936,6 +1014,7 @@ static const struct option long_opts[] = {
 	{ "heap",		required_argument, NULL, OPT_HEAP },
 	{ "no-fixed-files",	no_argument,	   NULL, OPT_NO_FIXED_FILES },
 	{ "iopoll",		no_argument,	   NULL, OPT_IOPOLL },
+	{ "passthru",		no_argument,	   NULL, OPT_PASSTHRU },
 	{ "pin",		no_argument,	   NULL, OPT_PIN },
 	{ "seed",		required_argument, NULL, OPT_SEED },
 	{ "kv",			no_argument,	   NULL, OPT_KV },
@@ -1036,6 +1115,9 @@ static void parse_options(int argc, char **argv)
 			break;
 		case OPT_NO_FIXED_FILES:
 			opt.fixed_files = false;
+			break;
+		case OPT_PASSTHRU:
+			opt.passthru = true;
 			break;
 		case OPT_IOPOLL:
 			opt.iopoll = true;
@@ -1190,6 +1272,7 @@ static int report_verify(void)
 	}
 	add_tags();
 	add_field("buffer_kind", "%s", kind_names[opt.kind]);
+	add_field("passthru", "%d", opt.passthru);
 	add_field("rw", "%s", opt.rand ? "randwrite+read" : "write+read");
 	add_field("bs", "%u", opt.bs);
 	add_field("qd", "%u", opt.qd);
@@ -1250,6 +1333,7 @@ static int report_bench(const struct snapshot *a, const struct snapshot *b,
 
 	add_tags();
 	add_field("buffer_kind", "%s", kind_names[opt.kind]);
+	add_field("passthru", "%d", opt.passthru);
 	add_field("rw", "%s", rw_name());
 	add_field("bs", "%u", opt.bs);
 	add_field("qd", "%u", opt.qd);
@@ -1320,6 +1404,7 @@ int main(int argc, char **argv)
 			  opt.bs, lbs, opt.dev);
 	if (opt.offset % lbs)
 		die_usage("--offset is not a multiple of the logical block size %u", lbs);
+	opt.lba_shift = __builtin_ctz(lbs);
 	if (opt.offset >= dev_size)
 		die_usage("--offset %" PRIu64 " is beyond the end of %s (%" PRIu64 " bytes)",
 			  opt.offset, opt.dev, dev_size);
