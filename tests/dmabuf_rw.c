@@ -1356,6 +1356,48 @@ TEST_F(dmabuf_rw, vectored_refusals_change_nothing)
 }
 
 /*
+ * A vectored I/O is at most MAX_RW_COUNT bytes in all, as for user memory,
+ * however small its ranges: two ranges of the test exporter's repeating
+ * 3 GiB buffer, apart so that they do not merge, adding up to a block more
+ * fail with EINVAL; adding up to exactly MAX_RW_COUNT they are taken (the
+ * device's end cuts the write to 1 MiB).
+ */
+TEST(vectored_transfer_over_max_rw_count_fails_with_einval)
+{
+	REQUIRE_DMABUF_IO();
+	struct io_uring ring;
+	struct iovec iov[2];
+	uint64_t disk_size;
+	int ctl, dbuf, fd;
+
+	ctl = texp_open();
+	if (ctl == -ENOENT)
+		SKIP(return, "no %s (CONFIG_DMABUF_TEST_EXPORTER)", TEXP_DEV);
+	ASSERT_LE(0, ctl);
+	dbuf = texp_create(ctl, 3ULL << 30, DMABUF_TEST_F_REPEAT);
+	ASSERT_LE(0, dbuf);
+	fd = open(NVME_DEV, O_WRONLY | O_DIRECT);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, ioctl(fd, BLKGETSIZE64, &disk_size));
+	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
+	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 0, dbuf, fd));
+
+	ASSERT_EQ(0, dmabufrw_dmabuf_iovec(&iov[0], 0, 1ULL << 30));
+	ASSERT_EQ(0, dmabufrw_dmabuf_iovec(&iov[1], 2ULL << 30,
+					   MAX_RW_COUNT - (1U << 30) + 4096));
+	EXPECT_EQ(-EINVAL, vec_io_one(&ring, 1, fd, 0, iov, 2, 0));
+	iov[1].iov_len -= 4096;
+	EXPECT_EQ((int)MiB, vec_io_one(&ring, 1, fd, 0, iov, 2,
+				       disk_size - MiB));
+
+	io_uring_queue_exit(&ring);
+	close(fd);
+	close(dbuf);
+	close(ctl);
+}
+
+/*
  * IORING_SETUP_IOPOLL: WRITE_FIXED from a udmabuf and READ_FIXED back into
  * a system-heap buffer at queue depths 1 to 64 and sizes 4 KiB to 8 MiB,
  * checked through the heap buffer's CPU view and a pread of the disk.  The
@@ -1508,8 +1550,7 @@ static int nvme_io_one(struct io_uring *ring, int write, int fd,
 {
 	struct fixed_io x = { .buf_off = buf_off, .off = off, .len = len };
 
-	return nvme_io_batch(ring, write, fd, nsid, lba_shift, idx, &x, 1, 1,
-			     NULL);
+	return nvme_io_batch(ring, write, fd, nsid, lba_shift, idx, &x, 1, 1);
 }
 
 /*
@@ -1517,16 +1558,19 @@ static int nvme_io_one(struct io_uring *ring, int write, int fd,
  * system-heap buffer, both registered for the generic device, at queue
  * depths 1 to 64 and sizes from 4 KiB to the largest command the
  * controller takes (max_hw_sectors_kb: 128 KiB behind an IOMMU, the DMA
- * API's optimal mapping size), checked through the heap buffer's
- * CPU view and a pread of the block device.  With nothing invalidating the
- * buffers, every command completes with status 0 at once (no -EAGAIN).
+ * API's optimal mapping size), at page offsets of the buffers and at
+ * offsets that start inside a page (only DMA-aligned, by 4 bytes, so each
+ * command's data crosses page boundaries where it does not start one),
+ * checked through the heap buffer's CPU view and a pread of the block
+ * device.
  */
 TEST_F(passthru, round_trips_at_every_depth_and_size)
 {
 	static struct fixed_io x[256];
-	const struct { unsigned int len, qd, n; } plan[] = {
-		{ 4096, 1, 64 }, { 4096, 64, 256 }, { 65536, 16, 64 },
-		{ self->max_bytes / 2, 64, 32 }, { self->max_bytes, 8, 8 },
+	const struct { unsigned int len, qd, n, skew; } plan[] = {
+		{ 4096, 1, 64, 0 }, { 4096, 64, 256, 0 }, { 65536, 16, 64, 0 },
+		{ self->max_bytes / 2, 64, 32, 0 }, { self->max_bytes, 8, 8, 0 },
+		{ 4096, 16, 64, 512 }, { 65536, 8, 16, 2052 },
 	};
 	const size_t size = 8 * MiB;
 	struct buf_pair p;
@@ -1534,30 +1578,32 @@ TEST_F(passthru, round_trips_at_every_depth_and_size)
 
 	ASSERT_GE(size, 32 * (size_t)self->max_bytes / 2);
 	ASSERT_GE(size, 8 * (size_t)self->max_bytes);
+	ASSERT_GE(size, 2052 + 16 * 65536);
 	pair_setup(_metadata, &p, &self->ring, self->ng, size);
 	ASSERT_EQ(0, posix_memalign(&pbuf, 4096, size));
 
 	for (unsigned int r = 0; r < sizeof(plan) / sizeof(plan[0]); r++) {
 		unsigned int len = plan[r].len, n = plan[r].n;
+		unsigned int skew = plan[r].skew;
 		uint64_t seed = 0x9a55 + r;
 
 		for (unsigned int i = 0; i < n; i++) {
 			x[i].len = len;
-			x[i].buf_off = (uint64_t)i * len;
+			x[i].buf_off = skew + (uint64_t)i * len;
 			x[i].off = PASSTHRU_DISK + (uint64_t)i * len;
 		}
-		pattern_fill(p.umap, (size_t)n * len, seed, PASSTHRU_DISK);
+		pattern_fill(p.umap + skew, (size_t)n * len, seed, PASSTHRU_DISK);
 		ASSERT_EQ(0, nvme_io_batch(&self->ring, 1, self->ng, self->nsid,
-					   self->lba_shift, 0, x, n, plan[r].qd,
-					   NULL))
-			TH_LOG("writes of %u x %u at QD %u", n, len, plan[r].qd);
+					   self->lba_shift, 0, x, n, plan[r].qd))
+			TH_LOG("writes of %u x %u at QD %u, offset %u", n, len,
+			       plan[r].qd, skew);
 		ASSERT_EQ(0, nvme_io_batch(&self->ring, 0, self->ng, self->nsid,
-					   self->lba_shift, 1, x, n, plan[r].qd,
-					   NULL))
-			TH_LOG("reads of %u x %u at QD %u", n, len, plan[r].qd);
+					   self->lba_shift, 1, x, n, plan[r].qd))
+			TH_LOG("reads of %u x %u at QD %u, offset %u", n, len,
+			       plan[r].qd, skew);
 
 		ASSERT_EQ(0, dmabufrw_cpu_begin(p.heap, DMA_BUF_SYNC_READ));
-		EXPECT_EQ(-1, pattern_check(p.hmap, (size_t)n * len, seed,
+		EXPECT_EQ(-1, pattern_check(p.hmap + skew, (size_t)n * len, seed,
 					    PASSTHRU_DISK))
 			TH_LOG("%u x %u at QD %u: the heap buffer", n, len,
 			       plan[r].qd);
@@ -1575,14 +1621,17 @@ TEST_F(passthru, round_trips_at_every_depth_and_size)
 /*
  * The refusals of passthrough commands to dma-buf slots, each with its
  * errno, and none reaches the disk: a command longer than the controller
- * takes in one (never split) or misaligned for its DMA: EINVAL; a range
- * leaving the slot or an empty slot: EFAULT; a slot registered for the
- * block device: EBADF, as a slot registered for the generic device is for
- * READ_FIXED on the block device; the vectored command: EOPNOTSUPP; a Read
- * into a dma-buf open read-only: EFAULT; a Write through a generic device
- * open read-only, which root may send (NVMe lets CAP_SYS_ADMIN send any
- * command), with a slot registered for that device, which mapped the
- * buffer for the device to write only: EINVAL.
+ * takes in one (never split), misaligned for its DMA, or with a timeout
+ * longer than the I/O timeout: EINVAL; a range leaving the slot or an
+ * empty slot: EFAULT; a slot registered for the block device: EBADF, as a
+ * slot registered for the generic device is for READ_FIXED on the block
+ * device and for a command through another namespace's generic device;
+ * the vectored command, a command with metadata, and one through the
+ * controller's admin device: EOPNOTSUPP; a Read into a dma-buf open
+ * read-only: EFAULT; a Write through a generic device open read-only,
+ * which root may send (NVMe lets CAP_SYS_ADMIN send any command), with a
+ * slot registered for that device, which mapped the buffer for the device
+ * to write only: EINVAL.
  */
 TEST_F(passthru, refusals_change_nothing)
 {
@@ -1591,9 +1640,10 @@ TEST_F(passthru, refusals_change_nothing)
 	const unsigned int max = self->max_bytes;
 	struct io_uring_sqe *sqe;
 	struct io_uring_cqe *cqe;
+	char name[32], path[64];
 	struct buf_pair p;
 	struct iovec iov;
-	int ro, ngro;
+	int ro, ngro, other, c, n;
 	void *pbuf;
 
 	ASSERT_GE(size, 2 * (size_t)max);
@@ -1605,9 +1655,6 @@ TEST_F(passthru, refusals_change_nothing)
 	/* one block more than the controller takes in one command */
 	EXPECT_EQ(-EINVAL, nvme_io_one(&self->ring, 1, self->ng, self->nsid,
 				       self->lba_shift, 0, 0, max + 4096, disk));
-	/* twice as much */
-	EXPECT_EQ(-EINVAL, nvme_io_one(&self->ring, 1, self->ng, self->nsid,
-				       self->lba_shift, 0, 0, 2 * max, disk));
 	/* the offset misaligned for the controller's DMA */
 	EXPECT_EQ(-EINVAL, nvme_io_one(&self->ring, 1, self->ng, self->nsid,
 				       self->lba_shift, 0, 2, 4096, disk));
@@ -1627,6 +1674,54 @@ TEST_F(passthru, refusals_change_nothing)
 	/* ... and one for the generic device no I/O on the block device */
 	EXPECT_EQ(-EBADF, dmabufrw_rw_fixed(&self->ring, 1, self->bdev, 0, 0,
 					    4096, disk));
+
+	/* a command through another namespace's generic device */
+	nvme_ns_name(3, name, sizeof(name));
+	ASSERT_EQ(2, sscanf(name, "nvme%dn%d", &c, &n));
+	snprintf(path, sizeof(path), "/dev/ng%dn%d", c, n);
+	other = open(path, O_RDONLY);
+	ASSERT_LE(0, other) TH_LOG("%s: %s", path, strerror(errno));
+	EXPECT_EQ(-EBADF, nvme_io_one(&self->ring, 0, other, 3,
+				      self->lba_shift, 0, 0, 4096, 0));
+	close(other);
+
+	/* a command through the controller's admin device (Identify) */
+	snprintf(path, sizeof(path), "/dev/nvme%d", c);
+	other = open(path, O_RDONLY);
+	ASSERT_LE(0, other) TH_LOG("%s: %s", path, strerror(errno));
+	sqe = io_uring_get_sqe(&self->ring);
+	dmabufrw_prep_nvme_read_dmabuf(sqe, other, 0, 0, 0, 4096, 0,
+				       self->lba_shift);
+	sqe->cmd_op = NVME_URING_CMD_ADMIN;
+	((struct nvme_uring_cmd *)sqe->cmd)->opcode = 0x06;
+	((struct nvme_uring_cmd *)sqe->cmd)->cdw10 = 1;
+	((struct nvme_uring_cmd *)sqe->cmd)->cdw12 = 0;
+	ASSERT_EQ(1, io_uring_submit_and_wait(&self->ring, 1));
+	ASSERT_EQ(0, io_uring_peek_cqe(&self->ring, &cqe));
+	EXPECT_EQ(-EOPNOTSUPP, cqe->res);
+	io_uring_cqe_seen(&self->ring, cqe);
+	close(other);
+
+	/* metadata with a dma-buf; a timeout beyond the I/O timeout */
+	sqe = io_uring_get_sqe(&self->ring);
+	dmabufrw_prep_nvme_write_dmabuf(sqe, self->ng, self->nsid, 0, 0,
+					4096, disk >> self->lba_shift,
+					self->lba_shift);
+	((struct nvme_uring_cmd *)sqe->cmd)->metadata = (uintptr_t)pbuf;
+	((struct nvme_uring_cmd *)sqe->cmd)->metadata_len = 8;
+	sqe = io_uring_get_sqe(&self->ring);
+	dmabufrw_prep_nvme_write_dmabuf(sqe, self->ng, self->nsid, 0, 0,
+					4096, disk >> self->lba_shift,
+					self->lba_shift);
+	((struct nvme_uring_cmd *)sqe->cmd)->timeout_ms = 3600 * 1000;
+	sqe->user_data = 1;
+	ASSERT_EQ(2, io_uring_submit_and_wait(&self->ring, 2));
+	for (int i = 0; i < 2; i++) {
+		ASSERT_EQ(0, io_uring_peek_cqe(&self->ring, &cqe));
+		EXPECT_EQ(cqe->user_data ? -EINVAL : -EOPNOTSUPP, cqe->res)
+			TH_LOG("%s", cqe->user_data ? "timeout" : "metadata");
+		io_uring_cqe_seen(&self->ring, cqe);
+	}
 
 	/* the vectored command takes no dma-buf slot */
 	sqe = io_uring_get_sqe(&self->ring);

@@ -538,58 +538,46 @@ static inline const char *nvme_ng_dev(void)
  * Queue @n NVMe passthrough Reads (or Writes if @write) through the
  * generic device @fd between dma-buf slot @idx and namespace @nsid (blocks
  * of 1 << @lba_shift bytes; x->off is a byte offset), at most @qd in
- * flight, and reap them: 0 if each completed with status 0, else the first
- * bad result.  A command that completes with -EAGAIN (its mapping was
- * invalidated before the controller got it: not sent) is counted in
- * *@eagain and submitted again if @eagain is not NULL, a failure if it is.
+ * flight, and reap them all: 0 if each completed with status 0, else the
+ * first bad result.
  */
 static inline int nvme_io_batch(struct io_uring *ring, int write, int fd,
 				unsigned int nsid, unsigned int lba_shift,
 				unsigned int idx, const struct fixed_io *x,
-				unsigned int n, unsigned int qd,
-				unsigned long *eagain)
+				unsigned int n, unsigned int qd)
 {
 	unsigned int sub = 0, done = 0, inflight = 0;
-	unsigned int redo[256], nr_redo = 0;
 	struct io_uring_cqe *cqe;
 	int err = 0;
 
-	if (n > 256)
-		return -EINVAL;
 	while (done < n) {
-		while ((sub < n || nr_redo) && inflight < qd) {
+		while (!err && sub < n && inflight < qd) {
 			struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
-			unsigned int i;
 
 			if (!sqe)
 				break;
-			i = nr_redo ? redo[--nr_redo] : sub++;
 			if (write)
 				dmabufrw_prep_nvme_write_dmabuf(sqe, fd, nsid,
-					idx, x[i].buf_off, x[i].len,
-					x[i].off >> lba_shift, lba_shift);
+					idx, x[sub].buf_off, x[sub].len,
+					x[sub].off >> lba_shift, lba_shift);
 			else
 				dmabufrw_prep_nvme_read_dmabuf(sqe, fd, nsid,
-					idx, x[i].buf_off, x[i].len,
-					x[i].off >> lba_shift, lba_shift);
-			sqe->user_data = i;
+					idx, x[sub].buf_off, x[sub].len,
+					x[sub].off >> lba_shift, lba_shift);
+			sqe->user_data = sub++;
 			inflight++;
 		}
-		if (io_uring_submit_and_wait(ring, 1) < 0)
-			return -EIO;
+		if (!inflight)
+			break;
+		/* on an error, stop submitting, but reap what is in flight */
+		if (io_uring_submit_and_wait(ring, 1) < 0 && !err)
+			err = -EIO;
 		while (io_uring_peek_cqe(ring, &cqe) == 0) {
-			int res = cqe->res;
-
-			inflight--;
-			if (res == -EAGAIN && eagain) {
-				(*eagain)++;
-				redo[nr_redo++] = cqe->user_data;
-			} else {
-				if (res && !err)
-					err = res;
-				done++;
-			}
+			if (cqe->res && !err)
+				err = cqe->res;
 			io_uring_cqe_seen(ring, cqe);
+			inflight--;
+			done++;
 		}
 	}
 	return err;

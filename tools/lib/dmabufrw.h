@@ -108,8 +108,8 @@ int dmabufrw_dmabuf_iovec(struct iovec *iov, uint64_t buf_off, size_t len);
  * the dma-buf slot @buf_index, registered with a generic device of the
  * namespace as target.  The offset goes to the command's address as the
  * 64-bit number it is.  The command reaches the controller as one command:
- * -EINVAL in the CQE if it does not fit, -EAGAIN if the exporter moved the
- * buffer before the controller got it (not sent: submit it again).
+ * -EINVAL in the CQE if it does not fit.  If the exporter moves the buffer
+ * before the controller gets it, io_uring issues it again.
  */
 void dmabufrw_prep_nvme_read_dmabuf(struct io_uring_sqe *sqe, int fd,
 				    unsigned int nsid, unsigned int buf_index,
