@@ -287,13 +287,19 @@ TEST_F(vfio, memory_decode_off_revokes_under_io_and_back_on_restores)
 /*
  * The device closed with the buffer registered: vfio-pci revokes its
  * dma-bufs for good, and the registration's I/O fails with ENODEV; the
- * registration still lets go of the buffer, and registering the buffer
- * again fails with ENODEV.
+ * registration still lets go of the buffer (from a worker, so the test
+ * waits for the detach: until then a new registration would share the
+ * old attachment), and registering the buffer again fails with ENODEV.
  */
 TEST_F(vfio, closing_the_device_revokes_for_good)
 {
+	unsigned long ino;
+	int attached = -1;
+	long refs;
+
 	if (!vfio_register(_metadata, self))
 		return;
+	ino = file_ino(self->dbuf);
 	ASSERT_EQ(4096, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, 0, 4096,
 					  DISK_POS));
 	close(self->dev);
@@ -301,6 +307,12 @@ TEST_F(vfio, closing_the_device_revokes_for_good)
 	EXPECT_EQ(-ENODEV, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, 0,
 					     4096, DISK_POS));
 	EXPECT_EQ(0, dmabufrw_unregister_slot(&self->ring, 0));
+	for (int i = 0; i < 200; i++) {
+		if (!bufinfo(ino, &refs, &attached) && !attached)
+			break;
+		usleep(50000);
+	}
+	ASSERT_EQ(0, attached) TH_LOG("the registration was not let go");
 	EXPECT_EQ(-ENODEV, dmabufrw_register_dmabuf(&self->ring, 0, self->dbuf,
 						    self->fd));
 }
