@@ -599,22 +599,17 @@ static void migration_storm(struct __test_metadata *_metadata, int ctl,
 	pthread_t trd, twr, tm;
 	int seconds = storm_seconds(exporter) / (passthru ? 4 : vectored ? 2 : 1);
 	struct dmabuf_test_stats st;
-	int ng = -1, nsid, lbs;
+	int ng = -1;
 	double t0;
 
 	if (passthru) {
-		ng = open(nvme_ng_dev(), O_RDWR);
-		ASSERT_LE(0, ng) TH_LOG("%s: %s", nvme_ng_dev(), strerror(errno));
-		nsid = ioctl(ng, NVME_IOCTL_ID);
-		ASSERT_LT(0, nsid);
-		ASSERT_EQ(0, ioctl(fd, BLKSSZGET, &lbs));
+		ng = nvme_ng_open(O_RDWR, fd, &rd.nsid, &rd.lba_shift);
+		ASSERT_LE(0, ng) TH_LOG("%s: %s", nvme_ng_dev(), strerror(-ng));
 		rd.passthru = 1;
 		if (how == STORM_PASSTHRU_POLLED)
 			rd.ring_flags = IORING_SETUP_IOPOLL;
 		rd.fd = ng;
 		rd.check_fd = fd;
-		rd.nsid = nsid;
-		rd.lba_shift = __builtin_ctz(lbs);
 		wr = rd;
 	}
 	wr.write = 1;

@@ -944,18 +944,46 @@ TEST_F(dmabuf_rw, dmabuf_open_mode_limits_the_device_access)
 	close(wronly);
 }
 
+/* Submit one vectored dma-buf I/O of @nr ranges @iov; its result. */
+static int vec_io_one(struct io_uring *ring, int write, int fd,
+		      unsigned int idx, const struct iovec *iov,
+		      unsigned int nr, uint64_t off)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+	struct io_uring_cqe *cqe;
+	int ret;
+
+	if (write)
+		dmabufrw_prep_writev_dmabuf(sqe, fd, idx, iov, nr, off);
+	else
+		dmabufrw_prep_readv_dmabuf(sqe, fd, idx, iov, nr, off);
+	ret = io_uring_submit_and_wait(ring, 1);
+	if (ret < 0)
+		return ret;
+	ret = io_uring_peek_cqe(ring, &cqe);
+	if (ret)
+		return ret;
+	ret = cqe->res;
+	io_uring_cqe_seen(ring, cqe);
+	return ret;
+}
+
 /*
  * One READ_FIXED or WRITE_FIXED moves at most MAX_RW_COUNT bytes, as with
  * user buffers: a longer one is refused with EFAULT rather than reporting
- * more than an int holds.  A buffer of the test exporter whose pages
- * repeat makes a dma-buf larger than that; the target is write-only, so
- * that the device only reads it.
+ * more than an int holds.  A vectored one too, however small its ranges:
+ * two ranges, apart so that they do not merge, adding up to a block more
+ * fail with EINVAL.  A buffer of the test exporter whose pages repeat
+ * makes a dma-buf larger than that; the target is write-only, so that the
+ * device only reads it.  The longest of each is taken (the device's end
+ * cuts it to 1 MiB).
  */
 #define MAX_RW_COUNT	(INT_MAX & ~4095U)
-TEST(transfer_over_max_rw_count_fails_with_efault)
+TEST(transfers_over_max_rw_count_are_refused)
 {
 	REQUIRE_DMABUF_IO();
 	struct io_uring ring;
+	struct iovec iov[2];
 	uint64_t disk_size;
 	int ctl, dbuf, fd;
 
@@ -979,6 +1007,14 @@ TEST(transfer_over_max_rw_count_fails_with_efault)
 	/* the longest one is taken; the device's end cuts it to 1 MiB */
 	EXPECT_EQ((int)MiB, dmabufrw_rw_fixed(&ring, true, fd, 0, 1ULL << 30,
 					      MAX_RW_COUNT, disk_size - MiB));
+
+	ASSERT_EQ(0, dmabufrw_dmabuf_iovec(&iov[0], 0, 1ULL << 30));
+	ASSERT_EQ(0, dmabufrw_dmabuf_iovec(&iov[1], 2ULL << 30,
+					   MAX_RW_COUNT - (1U << 30) + 4096));
+	EXPECT_EQ(-EINVAL, vec_io_one(&ring, 1, fd, 0, iov, 2, 0));
+	iov[1].iov_len -= 4096;
+	EXPECT_EQ((int)MiB, vec_io_one(&ring, 1, fd, 0, iov, 2,
+				       disk_size - MiB));
 
 	io_uring_queue_exit(&ring);
 	close(fd);
@@ -1256,30 +1292,6 @@ TEST_F(dmabuf_rw, vectored_round_trips_at_every_depth_and_size)
 	free(pbuf);
 }
 
-/* Submit one vectored dma-buf I/O of @nr ranges @iov; its result. */
-static int vec_io_one(struct io_uring *ring, int write, int fd,
-		      unsigned int idx, const struct iovec *iov,
-		      unsigned int nr, uint64_t off)
-{
-	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
-	struct io_uring_cqe *cqe;
-	int ret;
-
-	if (write)
-		dmabufrw_prep_writev_dmabuf(sqe, fd, idx, iov, nr, off);
-	else
-		dmabufrw_prep_readv_dmabuf(sqe, fd, idx, iov, nr, off);
-	ret = io_uring_submit_and_wait(ring, 1);
-	if (ret < 0)
-		return ret;
-	ret = io_uring_peek_cqe(ring, &cqe);
-	if (ret)
-		return ret;
-	ret = cqe->res;
-	io_uring_cqe_seen(ring, cqe);
-	return ret;
-}
-
 /*
  * The refusals of vectored I/O to dma-buf slots, each with its errno, and
  * none moves anything: a refused write leaves the disk as it was, although
@@ -1353,48 +1365,6 @@ TEST_F(dmabuf_rw, vectored_refusals_change_nothing)
 	ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 2));
 	free(pbuf);
 	pair_teardown(&p, &self->ring);
-}
-
-/*
- * A vectored I/O is at most MAX_RW_COUNT bytes in all, as for user memory,
- * however small its ranges: two ranges of the test exporter's repeating
- * 3 GiB buffer, apart so that they do not merge, adding up to a block more
- * fail with EINVAL; adding up to exactly MAX_RW_COUNT they are taken (the
- * device's end cuts the write to 1 MiB).
- */
-TEST(vectored_transfer_over_max_rw_count_fails_with_einval)
-{
-	REQUIRE_DMABUF_IO();
-	struct io_uring ring;
-	struct iovec iov[2];
-	uint64_t disk_size;
-	int ctl, dbuf, fd;
-
-	ctl = texp_open();
-	if (ctl == -ENOENT)
-		SKIP(return, "no %s (CONFIG_DMABUF_TEST_EXPORTER)", TEXP_DEV);
-	ASSERT_LE(0, ctl);
-	dbuf = texp_create(ctl, 3ULL << 30, DMABUF_TEST_F_REPEAT);
-	ASSERT_LE(0, dbuf);
-	fd = open(NVME_DEV, O_WRONLY | O_DIRECT);
-	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, ioctl(fd, BLKGETSIZE64, &disk_size));
-	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
-	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
-	ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 0, dbuf, fd));
-
-	ASSERT_EQ(0, dmabufrw_dmabuf_iovec(&iov[0], 0, 1ULL << 30));
-	ASSERT_EQ(0, dmabufrw_dmabuf_iovec(&iov[1], 2ULL << 30,
-					   MAX_RW_COUNT - (1U << 30) + 4096));
-	EXPECT_EQ(-EINVAL, vec_io_one(&ring, 1, fd, 0, iov, 2, 0));
-	iov[1].iov_len -= 4096;
-	EXPECT_EQ((int)MiB, vec_io_one(&ring, 1, fd, 0, iov, 2,
-				       disk_size - MiB));
-
-	io_uring_queue_exit(&ring);
-	close(fd);
-	close(dbuf);
-	close(ctl);
 }
 
 /*
@@ -1511,20 +1481,16 @@ FIXTURE_VARIANT_ADD(passthru, iopoll) {
 FIXTURE_SETUP(passthru)
 {
 	char text[32];
-	int lbs, nsid;
 
 	REQUIRE_DMABUF_IO();
 	if (variant->ring_flags & IORING_SETUP_IOPOLL)
 		REQUIRE_POLL_QUEUES();
-	self->ng = open(nvme_ng_dev(), O_RDWR);
-	ASSERT_LE(0, self->ng) TH_LOG("%s: %s", nvme_ng_dev(), strerror(errno));
 	self->bdev = open(NVME_DEV, O_RDWR | O_DIRECT);
 	ASSERT_LE(0, self->bdev);
-	nsid = ioctl(self->ng, NVME_IOCTL_ID);
-	ASSERT_LT(0, nsid);
-	self->nsid = nsid;
-	ASSERT_EQ(0, ioctl(self->bdev, BLKSSZGET, &lbs));
-	self->lba_shift = __builtin_ctz(lbs);
+	self->ng = nvme_ng_open(O_RDWR, self->bdev, &self->nsid,
+				&self->lba_shift);
+	ASSERT_LE(0, self->ng) TH_LOG("%s: %s", nvme_ng_dev(),
+				      strerror(-self->ng));
 	ASSERT_LT(0, read_text(nvme_path("/sys/block/%s/queue/max_hw_sectors_kb"),
 			       text, sizeof(text)));
 	self->max_bytes = atoi(text) * 1024;

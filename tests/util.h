@@ -13,9 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <linux/fs.h>
+#include <linux/nvme_ioctl.h>
 #include <liburing.h>
 
 #include "dmabufrw.h"
@@ -532,6 +535,29 @@ static inline const char *nvme_ng_dev(void)
 	sscanf(nvme_name(), "nvme%dn%d", &c, &n);
 	snprintf(path, sizeof(path), "/dev/ng%dn%d", c, n);
 	return path;
+}
+
+/*
+ * Open the namespace's generic device with @flags; its NSID and the log2
+ * of its logical block size (asked of the block device @bdev) in *@nsid
+ * and *@lba_shift.  The descriptor, or -errno.
+ */
+static inline int nvme_ng_open(int flags, int bdev, unsigned int *nsid,
+			       unsigned int *lba_shift)
+{
+	int fd = open(nvme_ng_dev(), flags), id, lbs, err;
+
+	if (fd < 0)
+		return -errno;
+	id = ioctl(fd, NVME_IOCTL_ID);
+	if (id <= 0 || ioctl(bdev, BLKSSZGET, &lbs)) {
+		err = id == 0 ? -ENODEV : -errno;
+		close(fd);
+		return err;
+	}
+	*nsid = id;
+	*lba_shift = __builtin_ctz(lbs);
+	return fd;
 }
 
 /*

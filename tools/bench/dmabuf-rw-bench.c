@@ -390,43 +390,23 @@ static uint64_t next_block(struct worker *w, enum pass pass)
 	return b;
 }
 
-/* NVM command set opcodes */
-#define NVME_CMD_WRITE	0x01
-#define NVME_CMD_READ	0x02
-
 /*
  * --passthru: an NVMe Read or Write of one block of --bs bytes at @off;
  * @addr is the user address (plain, fixed) or the offset in the dma-buf.
+ * A registered user buffer's command is the dma-buf one with the address
+ * in place of the offset; plain memory's has no IORING_URING_CMD_FIXED.
  */
 static void prep_passthru(struct worker *w, struct io_uring_sqe *sqe,
 			  bool write, uint64_t addr, uint64_t off)
 {
-	struct nvme_uring_cmd *cmd = (struct nvme_uring_cmd *)sqe->cmd;
-
-	if (kind_is_dmabuf(opt.kind)) {
-		if (write)
-			dmabufrw_prep_nvme_write_dmabuf(sqe, w->sqe_fd, w->nsid, 0,
-				addr, opt.bs, off >> opt.lba_shift,
-				opt.lba_shift);
-		else
-			dmabufrw_prep_nvme_read_dmabuf(sqe, w->sqe_fd, w->nsid, 0,
-				addr, opt.bs, off >> opt.lba_shift,
-				opt.lba_shift);
-		return;
-	}
-	memset(sqe, 0, 2 * sizeof(*sqe));
-	sqe->opcode = IORING_OP_URING_CMD;
-	sqe->fd = w->sqe_fd;
-	sqe->cmd_op = NVME_URING_CMD_IO;
-	if (opt.kind == KIND_FIXED)
-		sqe->uring_cmd_flags = IORING_URING_CMD_FIXED;
-	cmd->opcode = write ? NVME_CMD_WRITE : NVME_CMD_READ;
-	cmd->nsid = w->nsid;
-	cmd->addr = addr;
-	cmd->data_len = opt.bs;
-	cmd->cdw10 = (uint32_t)(off >> opt.lba_shift);
-	cmd->cdw11 = (uint32_t)(off >> opt.lba_shift >> 32);
-	cmd->cdw12 = (opt.bs >> opt.lba_shift) - 1;
+	if (write)
+		dmabufrw_prep_nvme_write_dmabuf(sqe, w->sqe_fd, w->nsid, 0, addr,
+			opt.bs, off >> opt.lba_shift, opt.lba_shift);
+	else
+		dmabufrw_prep_nvme_read_dmabuf(sqe, w->sqe_fd, w->nsid, 0, addr,
+			opt.bs, off >> opt.lba_shift, opt.lba_shift);
+	if (opt.kind == KIND_PLAIN)
+		sqe->uring_cmd_flags = 0;
 }
 
 static void prep_one(struct worker *w, enum pass pass, uint64_t stamp)
