@@ -42,7 +42,8 @@ LIB_SRC := tools/lib/dmabufrw.c
 LIB_HDR := tools/lib/dmabufrw.h
 TESTS := $(shell cat tests/list tests/list-bpf)
 TEST_BINS := $(addprefix $(GUEST)/tests/,$(TESTS))
-TOOL_BINS := $(GUEST)/tools/dmabuf-rw-demo $(GUEST)/tools/dmabuf-rw-bench
+TOOL_BINS := $(GUEST)/tools/dmabuf-rw $(GUEST)/tools/dmabuf-rw-demo \
+	$(GUEST)/tools/dmabuf-rw-bench
 
 .PHONY: all deps tree export series-status kernel kernel-base kernel-bpf tools \
 	initramfs initramfs-base initramfs-bpf test demo shell bench bench-quick bench-full bench-profile kernel-profile checkpatch \
@@ -168,6 +169,12 @@ $(GUEST)/tests/kselftest-iommufd: $(KHDR)/.stamp
 # The demo and the benchmark take the test exporter's uAPI header from the
 # tree: built again when the series changes.
 $(GUEST)/tools/dmabuf-rw-demo: tools/demo/dmabuf-rw-demo.c $(LIB_SRC) $(LIB_HDR) \
+		$(wildcard kernel/patches/*/*.patch) | tree
+	@mkdir -p $(@D)
+	$(CC) $(USER_CFLAGS) -I$(TREE)/drivers/dma-buf -o $@ $< $(LIB_SRC) -luring
+
+# The command line tool: check and stat (tools/cli/dmabuf-rw.c).
+$(GUEST)/tools/dmabuf-rw: tools/cli/dmabuf-rw.c $(LIB_SRC) $(LIB_HDR) \
 		$(wildcard kernel/patches/*/*.patch) | tree
 	@mkdir -p $(@D)
 	$(CC) $(USER_CFLAGS) -I$(TREE)/drivers/dma-buf -o $@ $< $(LIB_SRC) -luring
