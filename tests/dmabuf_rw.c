@@ -2115,4 +2115,77 @@ TEST(mapped_16m_read_and_write_complete_without_iowq)
 	EXPECT_EQ(0, run_in_child(large_io_in_child, 1));
 }
 
+/*
+ * DMA-API debug's error count, or -1 without it.  It counts every error
+ * since boot; tests compare it before and after.
+ */
+static long dma_api_errors(void)
+{
+	char text[32];
+
+	if (read_text("/sys/kernel/debug/dma-api/error_count", text,
+		      sizeof(text)) <= 0)
+		return -1;
+	return strtol(text, NULL, 10);
+}
+
+/*
+ * A system-heap buffer that the NVMe controller has mapped for writing
+ * only (a registration for a read-only target serves reads into it) is
+ * synced by userspace for reading, writing and both: the heap must sync
+ * the controller's mapping in the direction it was mapped, which the
+ * DMA API requires and DMA-API debug checks.  Where the device needs no
+ * syncs (behind the rig's IOMMU) there is nothing to check; without an
+ * IOMMU each sync in the CPU's direction was an error.  And the CPU sees
+ * the data the device wrote.
+ */
+TEST(heap_syncs_follow_the_direction_the_device_mapped)
+{
+	static const uint64_t flags[] = {
+		DMA_BUF_SYNC_RW, DMA_BUF_SYNC_READ, DMA_BUF_SYNC_WRITE,
+	};
+	const uint64_t disk_off = 510 * MiB;
+	struct io_uring ring;
+	long before, after;
+	int fd, rfd, heap;
+	void *pbuf, *map;
+
+	REQUIRE_DMABUF_IO();
+	before = dma_api_errors();
+	if (before < 0)
+		SKIP(return, "no DMA-API debug (CONFIG_DMA_API_DEBUG)");
+	fd = open(NVME_DEV, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, posix_memalign(&pbuf, 4096, MiB));
+	pattern_fill(pbuf, MiB, 0x5c, disk_off);
+	ASSERT_EQ((ssize_t)MiB, pwrite(fd, pbuf, MiB, disk_off));
+	rfd = open(NVME_DEV, O_RDONLY | O_DIRECT);
+	ASSERT_LE(0, rfd);
+	heap = dmabufrw_alloc_heap("system", MiB);
+	ASSERT_LE(0, heap);
+	ASSERT_EQ(0, io_uring_queue_init(4, &ring, 0));
+	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 0, heap, rfd));
+	ASSERT_EQ((int)MiB, dmabufrw_rw_fixed(&ring, false, rfd, 0, 0, MiB,
+					      disk_off));
+
+	map = mmap(NULL, MiB, PROT_READ | PROT_WRITE, MAP_SHARED, heap, 0);
+	ASSERT_NE(MAP_FAILED, map);
+	for (int i = 0; i < 3; i++) {
+		ASSERT_EQ(0, dmabufrw_cpu_begin(heap, flags[i]));
+		if (flags[i] & DMA_BUF_SYNC_READ)
+			EXPECT_EQ(-1, pattern_check(map, MiB, 0x5c, disk_off));
+		ASSERT_EQ(0, dmabufrw_cpu_end(heap, flags[i]));
+	}
+	munmap(map, MiB);
+	after = dma_api_errors();
+	EXPECT_EQ(before, after) TH_LOG("DMA-API errors: %ld before, %ld after", before, after);
+
+	io_uring_queue_exit(&ring);
+	close(heap);
+	close(rfd);
+	close(fd);
+	free(pbuf);
+}
+
 TEST_HARNESS_MAIN
