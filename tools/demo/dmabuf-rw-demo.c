@@ -6,6 +6,12 @@
  * domain, the dma-buf exporters, io_uring's fixed-buffer opcodes), then
  * moves data by DMA between the disk and two dma-bufs and checks it.
  *
+ * On a real machine: dmabuf-rw-demo --destroy-data DEVICE, DEVICE a spare
+ * NVMe namespace (/dev/nvmeXnY) that nothing has mounted: the demo writes
+ * 8 MiB at 16 MiB of it, destroying what was there, and refuses to run
+ * without the flag or on a namespace in use.  In the rig's guest it runs
+ * on /dev/nvme0n1 without asking.
+ *
  * With device memory (`make demo DEVMEM=switch|root`, dmabufrw_devmem on
  * the kernel command line): the test exporter's buffer in the BAR of
  * QEMU's ivshmem-plain (no struct pages) too.  Behind a PCIe switch the
@@ -35,6 +41,10 @@
 
 #define TEXP_DEV "/dev/dma_buf_test_exporter"
 #define MiB (1ULL << 20)
+
+/* the namespace the demo uses: its path, and its name under /sys/block */
+static const char *dev = "/dev/nvme0n1";
+static const char *devname = "nvme0n1";
 
 static int read_line(const char *path, char *buf, size_t size)
 {
@@ -76,7 +86,7 @@ static int dmabuf_round_trip(void)
 	uint64_t *w, *r;
 	size_t i;
 
-	fd = open("/dev/nvme0n1", O_RDWR | O_DIRECT);
+	fd = open(dev, O_RDWR | O_DIRECT);
 	ubuf = dmabufrw_alloc_udmabuf(size, &memfd);
 	heap = dmabufrw_alloc_heap("system", size);
 	if (fd < 0 || ubuf < 0 || heap < 0) {
@@ -196,7 +206,7 @@ static int devmem_round_trip(const char *topo)
 		printf("  device memory:   no buffer from %s: %s\n", TEXP_DEV, strerror(errno));
 		return 1;
 	}
-	fd = open("/dev/nvme0n1", O_RDWR | O_DIRECT);
+	fd = open(dev, O_RDWR | O_DIRECT);
 	ret = fd < 0 ? -errno : posix_memalign(&p, 4096, size) ? -ENOMEM :
 	      io_uring_queue_init(8, &ring, 0);
 	if (!ret)
@@ -254,10 +264,39 @@ static int devmem_round_trip(const char *topo)
 	return 0;
 }
 
-int main(void)
+/*
+ * Is @name (a disk under /sys/block), or a partition of it, mounted?
+ * /proc/mounts names devices by path; holders (device-mapper, md) count.
+ */
+static bool in_use(const char *name)
+{
+	char path[PATH_MAX], line[1024], want[80];
+	bool used = false;
+	DIR *d;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/sys/block/%s/holders", name);
+	d = opendir(path);
+	if (d) {
+		struct dirent *e;
+
+		while ((e = readdir(d)))
+			used |= e->d_name[0] != '.';
+		closedir(d);
+	}
+	snprintf(want, sizeof(want), "/dev/%s", name);
+	f = fopen("/proc/mounts", "r");
+	while (f && fgets(line, sizeof(line), f))
+		used |= !strncmp(line, want, strlen(want));
+	if (f)
+		fclose(f);
+	return used;
+}
+
+int main(int argc, char **argv)
 {
 	const char *topo = getenv("dmabufrw_devmem");
-	char buf[256], link[PATH_MAX];
+	char buf[256], link[PATH_MAX], path[PATH_MAX];
 	struct io_uring_probe *probe;
 	struct utsname u;
 	uint64_t size = 0;
@@ -265,30 +304,53 @@ int main(void)
 	DIR *d;
 	int fd;
 
+	/* the rig's guest (tests/guest/init) runs it on its scratch disk */
+	if (!getenv("dmabufrw_mode")) {
+		if (argc != 3 || strcmp(argv[1], "--destroy-data") ||
+		    strncmp(argv[2], "/dev/", 5)) {
+			fprintf(stderr, "usage: dmabuf-rw-demo --destroy-data /dev/nvmeXnY\n"
+				"  writes 8 MiB at offset 16 MiB of the namespace: use a spare one\n");
+			return 2;
+		}
+		dev = argv[2];
+		devname = dev + 5;
+		if (in_use(devname)) {
+			fprintf(stderr, "dmabuf-rw-demo: %s or one of its partitions is in use\n",
+				dev);
+			return 2;
+		}
+	}
+
 	uname(&u);
 	printf("dmabuf-rw demo\n");
 	printf("  kernel:          %s %s\n", u.release, u.version);
 
-	fd = open("/dev/nvme0n1", O_RDONLY);
+	fd = open(dev, O_RDONLY);
 	if (fd < 0) {
-		printf("  NVMe namespace:  /dev/nvme0n1 missing (%s)\n", strerror(errno));
+		printf("  NVMe namespace:  %s missing (%s)\n", dev, strerror(errno));
 		return 1;
 	}
 	ioctl(fd, BLKGETSIZE64, &size);
 	close(fd);
-	read_line("/sys/block/nvme0n1/device/model", buf, sizeof(buf));
-	printf("  NVMe namespace:  /dev/nvme0n1, %llu MiB, model \"%s\"\n",
+	snprintf(path, sizeof(path), "/sys/block/%s/device/model", devname);
+	read_line(path, buf, sizeof(buf));
+	printf("  NVMe namespace:  %s, %llu MiB, model \"%s\"\n", dev,
 	       (unsigned long long)size >> 20, buf);
-	if (!read_line("/sys/block/nvme0n1/queue/max_hw_sectors_kb", buf, sizeof(buf)))
+	snprintf(path, sizeof(path), "/sys/block/%s/queue/max_hw_sectors_kb", devname);
+	if (!read_line(path, buf, sizeof(buf)))
 		printf("  queue limits:    max_hw_sectors_kb %s", buf);
-	if (!read_line("/sys/block/nvme0n1/queue/max_segments", buf, sizeof(buf)))
+	snprintf(path, sizeof(path), "/sys/block/%s/queue/max_segments", devname);
+	if (!read_line(path, buf, sizeof(buf)))
 		printf(", max_segments %s\n", buf);
-	n = readlink("/sys/block/nvme0n1/device/device", link, sizeof(link) - 1);
+	snprintf(path, sizeof(path), "/sys/block/%s/device/device", devname);
+	n = readlink(path, link, sizeof(link) - 1);
 	if (n > 0) {
 		link[n] = 0;
 		printf("  PCI device:      %s\n", strrchr(link, '/') + 1);
 	}
-	if (!read_line("/sys/block/nvme0n1/device/device/iommu_group/type", buf, sizeof(buf)))
+	snprintf(path, sizeof(path), "/sys/block/%s/device/device/iommu_group/type",
+		 devname);
+	if (!read_line(path, buf, sizeof(buf)))
 		printf("  IOMMU domain:    %s\n", buf);
 	else
 		printf("  IOMMU domain:    none (no IOMMU)\n");
