@@ -11,6 +11,13 @@
 #   make kernel-base     build the base (benchmark) kernel
 #   make kernel-bpf      build the bpf kernel (BTF, for the dmabuf iterator test)
 #   make tools           build the static guest programs
+#   make deb             Debian packages for a real machine in build/deb/:
+#                        the userspace (library, header, pkg-config file,
+#                        man pages, dmabuf-rw, demo, benchmark) and the
+#                        patched kernel of Debian's own 7.2 configuration
+#                        (hours on 2 cores; README "On a real machine")
+#   make deb-rig         the userspace package and the kernel package of the
+#                        rig's configuration, which make test boots
 #   make shell           boot the test VM with a shell on the console
 #   make soak            migration storm under I/O for SOAK_SECONDS (600)
 #   make bench           benchmark: base kernel, one boot per IOMMU mode,
@@ -46,7 +53,7 @@ TOOL_BINS := $(GUEST)/tools/dmabuf-rw $(GUEST)/tools/dmabuf-rw-demo \
 	$(GUEST)/tools/dmabuf-rw-bench
 
 .PHONY: all deps tree export series-status kernel kernel-base kernel-bpf tools \
-	initramfs initramfs-base initramfs-bpf test demo shell bench bench-quick bench-full bench-profile kernel-profile checkpatch \
+	initramfs initramfs-base initramfs-bpf initramfs-deb deb deb-tools deb-rig test demo shell bench bench-quick bench-full bench-profile kernel-profile checkpatch \
 	check-configs check-groups check-bisect \
 	clean distclean
 
@@ -194,7 +201,22 @@ initramfs-base: kernel-base tools
 initramfs-bpf: kernel-bpf tools
 	@scripts/mk-initramfs bpf
 
-test: kernel initramfs kernel-bpf initramfs-bpf
+# The packages (scripts/build-deb).  The userspace package builds its
+# tools against the tree's test exporter header, as the guest's do.
+deb-tools: tree
+	@scripts/build-deb tools
+
+deb-rig: deb-tools
+	@scripts/build-deb rig
+
+deb: deb-tools
+	@scripts/build-deb distro
+
+# The packaged kernel's image and modules, unpacked, with the guest tests.
+initramfs-deb: deb-rig tools
+	@scripts/mk-initramfs deb
+
+test: kernel initramfs kernel-bpf initramfs-bpf initramfs-deb
 	@scripts/run-tests
 
 # DEVMEM=switch|root adds device memory (scripts/run-vm --devmem): behind
