@@ -270,6 +270,55 @@ TEST_F(observe, fdinfo_counts_ios_failures_and_invalidations_exactly)
 	EXPECT_STREQ("<none>", line);
 }
 
+/*
+ * Passthrough commands on the generic device count too: a command moves
+ * its whole range (it completes with 0), a refused one counts by its
+ * errno, both on interrupt-driven and polled rings (where the command
+ * completes in the poll loop).
+ */
+TEST_F(observe, passthrough_commands_count_their_range_and_refusals)
+{
+	struct fixed_io x[3] = {
+		{ .buf_off = 0, .off = DISK_OFF, .len = 4096 },
+		{ .buf_off = 8192, .off = DISK_OFF, .len = 16384 },
+		{ .buf_off = 65536, .off = DISK_OFF, .len = 8192 },
+	};
+	unsigned int nsid = 0, lba_shift = 0;
+	char line[512];
+	int ng;
+
+	for (int polled = 0; polled < 2; polled++) {
+		struct io_uring ring;
+		unsigned int flags = IORING_SETUP_SQE128 | IORING_SETUP_CQE32;
+
+		if (polled) {
+			REQUIRE_POLL_QUEUES();
+			flags |= IORING_SETUP_IOPOLL;
+		}
+		ng = nvme_ng_open(O_RDWR, self->fd, &nsid, &lba_shift);
+		ASSERT_LE(0, ng) TH_LOG("%s: %s", nvme_ng_dev(), strerror(-ng));
+		ASSERT_EQ(0, io_uring_queue_init(8, &ring, flags));
+		ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
+		ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 0, self->dbuf, ng));
+		ASSERT_EQ(0, nvme_io_batch(&ring, false, ng, nsid, lba_shift, 0,
+					   x, 3, 3));
+		/* past the buffer's end */
+		struct fixed_io bad = { .buf_off = BUF_SIZE - 4096, .off = DISK_OFF, .len = 8192 };
+
+		EXPECT_EQ(-EFAULT, nvme_io_batch(&ring, false, ng, nsid, lba_shift,
+						 0, &bad, 1, 1));
+		ASSERT_EQ(0, slot_line(ring.ring_fd, 0, line, sizeof(line)));
+		EXPECT_KV_NUM(line, "ios", 3);
+		EXPECT_KV_NUM(line, "bytes", 4096 + 16384 + 8192);
+		EXPECT_KV(line, "failed", "EFAULT:1");
+		/* and the data came */
+		ASSERT_EQ(0, texp_rw(self->ctl, self->dbuf, 0, 8192, self->p, 16384));
+		EXPECT_EQ(-1, pattern_check(self->p, 16384, 0x0b5, DISK_OFF));
+		io_uring_queue_exit(&ring);
+		close(ng);
+	}
+}
+
 /* The line of debugfs' dma_buf/io with " ino=@ino ", or -1. */
 static int debugfs_io_line(unsigned long ino, char *line, size_t size)
 {
