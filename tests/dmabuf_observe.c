@@ -27,58 +27,13 @@
 #define DISK_OFF	(96 * MiB)	/* scratch area of this test */
 #define TRACEFS		"/sys/kernel/tracing"
 
-/*
- * The line of buffer slot @idx in the fdinfo of @ring_fd, without the
- * index, into @line; 0 or -1 when there is no such slot.
- */
-static int slot_line(int ring_fd, unsigned int idx, char *line, size_t size)
-{
-	char path[64], buf[512], want[16];
-	int found = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", ring_fd);
-	snprintf(want, sizeof(want), "%5u: ", idx);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	/* the slot lines follow "UserBufs:" */
-	while (fgets(buf, sizeof(buf), f) && strncmp(buf, "UserBufs:", 9))
-		;
-	while (fgets(buf, sizeof(buf), f)) {
-		if (!strncmp(buf, want, strlen(want))) {
-			buf[strcspn(buf, "\n")] = 0;
-			snprintf(line, size, "%s", buf + strlen(want));
-			found = 0;
-			break;
-		}
-	}
-	fclose(f);
-	return found;
-}
-
-/* The value of " @key=" in @line (or at its start), into @val. */
-static int kv(const char *line, const char *key, char *val, size_t size)
-{
-	size_t klen = strlen(key);
-	const char *p = line;
-
-	while ((p = strstr(p, key))) {
-		if ((p == line || p[-1] == ' ') && p[klen] == '=') {
-			p += klen + 1;
-			snprintf(val, size, "%.*s", (int)strcspn(p, " "), p);
-			return 0;
-		}
-		p += klen;
-	}
-	return -1;
-}
-
+/* The number @key has in a slot's fdinfo line, or -1 without @key. */
 static long long kv_num(const char *line, const char *key)
 {
 	char val[64];
 
-	return kv(line, key, val, sizeof(val)) ? -1 : strtoll(val, NULL, 0);
+	return dmabufrw_fdinfo_value(line, key, val, sizeof(val)) ? -1 :
+	       strtoll(val, NULL, 0);
 }
 
 /* The exporter name of a dma-buf, from its fdinfo. */
@@ -103,7 +58,7 @@ static int dmabuf_exp_name(int fd, char *name, size_t size)
 
 #define EXPECT_KV(line, key, want) do {					\
 	char __v[128];							\
-	ASSERT_EQ(0, kv(line, key, __v, sizeof(__v)))			\
+	ASSERT_EQ(0, dmabufrw_fdinfo_value(line, key, __v, sizeof(__v)))	\
 		TH_LOG("no %s= in: %s", key, line);			\
 	EXPECT_STREQ(want, __v) TH_LOG("%s in: %s", key, line);		\
 } while (0)
@@ -163,7 +118,7 @@ TEST_F(observe, fdinfo_counts_ios_failures_and_invalidations_exactly)
 	ASSERT_EQ(0, fstat(self->fd, &st));
 	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 0, self->dbuf, self->fd));
 
-	ASSERT_EQ(0, slot_line(rfd, 0, line, sizeof(line)));
+	ASSERT_EQ(0, dmabufrw_slot_fdinfo(0, rfd, 0, line, sizeof(line)));
 	EXPECT_EQ(0, strncmp(line, "dmabuf offset=0 len=1048576 dev=", 32))
 		TH_LOG("%s", line);
 	EXPECT_KV_NUM(line, "ino", self->ino);
@@ -184,7 +139,7 @@ TEST_F(observe, fdinfo_counts_ios_failures_and_invalidations_exactly)
 	EXPECT_KV(line, "target", want);
 	EXPECT_KV(line, "file", NVME_DEV);
 	/* an empty slot keeps its old form */
-	ASSERT_EQ(0, slot_line(rfd, 1, line, sizeof(line)));
+	ASSERT_EQ(0, dmabufrw_slot_fdinfo(0, rfd, 1, line, sizeof(line)));
 	EXPECT_STREQ("<none>", line);
 
 	/* 3 reads of 4 KiB and a write of 8 KiB: 4 I/Os, 20 KiB */
@@ -193,13 +148,13 @@ TEST_F(observe, fdinfo_counts_ios_failures_and_invalidations_exactly)
 						  i * 4096, 4096, DISK_OFF + i * 4096));
 	ASSERT_EQ(8192, dmabufrw_rw_fixed(&self->ring, true, self->fd, 0, 0,
 					  8192, DISK_OFF + 32768));
-	ASSERT_EQ(0, slot_line(rfd, 0, line, sizeof(line)));
+	ASSERT_EQ(0, dmabufrw_slot_fdinfo(0, rfd, 0, line, sizeof(line)));
 	EXPECT_KV(line, "state", "mapped");
 	EXPECT_KV_NUM(line, "gen", 1);
 	EXPECT_LE(1, kv_num(line, "ranges")) TH_LOG("%s", line);
 	EXPECT_KV(line, "mem", "system");
 	/* whether the device needs syncs is the DMA API's answer */
-	ASSERT_EQ(0, kv(line, "sync", want, sizeof(want)));
+	ASSERT_EQ(0, dmabufrw_fdinfo_value(line, "sync", want, sizeof(want)));
 	EXPECT_TRUE(!strcmp(want, "yes") || !strcmp(want, "no")) TH_LOG("%s", line);
 	EXPECT_KV_NUM(line, "ios", 4);
 	EXPECT_KV_NUM(line, "bytes", 20480);
@@ -210,19 +165,19 @@ TEST_F(observe, fdinfo_counts_ios_failures_and_invalidations_exactly)
 					     0, 100, DISK_OFF));
 	EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0,
 					     BUF_SIZE - 4096, 8192, DISK_OFF));
-	ASSERT_EQ(0, slot_line(rfd, 0, line, sizeof(line)));
+	ASSERT_EQ(0, dmabufrw_slot_fdinfo(0, rfd, 0, line, sizeof(line)));
 	EXPECT_KV_NUM(line, "ios", 4);
 	EXPECT_KV(line, "failed", "EINVAL:1,EFAULT:1");
 
 	/* a move: unmapped, mapped again by the next I/O */
 	ASSERT_EQ(0, texp_op(self->ctl, DMABUF_TEST_IOC_MIGRATE, self->dbuf, 0));
-	ASSERT_EQ(0, slot_line(rfd, 0, line, sizeof(line)));
+	ASSERT_EQ(0, dmabufrw_slot_fdinfo(0, rfd, 0, line, sizeof(line)));
 	EXPECT_KV(line, "state", "unmapped");
 	EXPECT_KV_NUM(line, "gen", 1);
 	EXPECT_KV_NUM(line, "invalidations", 1);
 	ASSERT_EQ(4096, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, 0,
 					  4096, DISK_OFF));
-	ASSERT_EQ(0, slot_line(rfd, 0, line, sizeof(line)));
+	ASSERT_EQ(0, dmabufrw_slot_fdinfo(0, rfd, 0, line, sizeof(line)));
 	EXPECT_KV(line, "state", "mapped");
 	EXPECT_KV_NUM(line, "gen", 2);
 	EXPECT_KV_NUM(line, "ios", 5);
@@ -232,7 +187,7 @@ TEST_F(observe, fdinfo_counts_ios_failures_and_invalidations_exactly)
 	ASSERT_EQ(0, texp_op(self->ctl, DMABUF_TEST_IOC_REVOKE, self->dbuf, 0));
 	EXPECT_EQ(-ENODEV, dmabufrw_rw_fixed(&self->ring, false, self->fd, 0, 0,
 					     4096, DISK_OFF));
-	ASSERT_EQ(0, slot_line(rfd, 0, line, sizeof(line)));
+	ASSERT_EQ(0, dmabufrw_slot_fdinfo(0, rfd, 0, line, sizeof(line)));
 	EXPECT_KV(line, "state", "unmapped");
 	EXPECT_KV_NUM(line, "gen", 2);
 	EXPECT_KV_NUM(line, "invalidations", 2);
@@ -245,7 +200,7 @@ TEST_F(observe, fdinfo_counts_ios_failures_and_invalidations_exactly)
 						    self->fd, 65536, 131072, 0));
 	ASSERT_EQ(4096, dmabufrw_rw_fixed(&self->ring, false, self->fd, 2, 4096,
 					  4096, DISK_OFF));
-	ASSERT_EQ(0, slot_line(rfd, 2, line, sizeof(line)));
+	ASSERT_EQ(0, dmabufrw_slot_fdinfo(0, rfd, 2, line, sizeof(line)));
 	EXPECT_EQ(0, strncmp(line, "dmabuf offset=65536 len=131072 ", 31))
 		TH_LOG("%s", line);
 	EXPECT_KV(line, "state", "mapped");
@@ -255,7 +210,7 @@ TEST_F(observe, fdinfo_counts_ios_failures_and_invalidations_exactly)
 	EXPECT_KV_NUM(line, "ios", 1);
 	EXPECT_KV_NUM(line, "bytes", 4096);
 	EXPECT_KV(line, "failed", "none");
-	ASSERT_EQ(0, slot_line(rfd, 0, line, sizeof(line)));
+	ASSERT_EQ(0, dmabufrw_slot_fdinfo(0, rfd, 0, line, sizeof(line)));
 	EXPECT_KV_NUM(line, "gen", 3);
 	EXPECT_KV_NUM(line, "users", 2);
 	EXPECT_KV_NUM(line, "ios", 5);
@@ -266,7 +221,7 @@ TEST_F(observe, fdinfo_counts_ios_failures_and_invalidations_exactly)
 
 	ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 2));
 	ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 0));
-	ASSERT_EQ(0, slot_line(rfd, 0, line, sizeof(line)));
+	ASSERT_EQ(0, dmabufrw_slot_fdinfo(0, rfd, 0, line, sizeof(line)));
 	EXPECT_STREQ("<none>", line);
 }
 
@@ -307,7 +262,7 @@ TEST_F(observe, passthrough_commands_count_their_range_and_refusals)
 
 		EXPECT_EQ(-EFAULT, nvme_io_batch(&ring, false, ng, nsid, lba_shift,
 						 0, &bad, 1, 1));
-		ASSERT_EQ(0, slot_line(ring.ring_fd, 0, line, sizeof(line)));
+		ASSERT_EQ(0, dmabufrw_slot_fdinfo(0, ring.ring_fd, 0, line, sizeof(line)));
 		EXPECT_KV_NUM(line, "ios", 3);
 		EXPECT_KV_NUM(line, "bytes", 4096 + 16384 + 8192);
 		EXPECT_KV(line, "failed", "EFAULT:1");
@@ -370,7 +325,8 @@ TEST_F(observe, debugfs_lists_the_context_and_bufinfo_its_attachment)
 	EXPECT_KV_NUM(line, "map_errors", 0);
 	EXPECT_KV_NUM(line, "users", 1);
 	/* the slot's line carries the same context line */
-	ASSERT_EQ(0, slot_line(self->ring.ring_fd, 0, slot, sizeof(slot)));
+	ASSERT_EQ(0, dmabufrw_slot_fdinfo(0, self->ring.ring_fd, 0, slot,
+					  sizeof(slot)));
 	EXPECT_NE(NULL, strstr(slot, line)) TH_LOG("%s\nnot in\n%s", line, slot);
 	ASSERT_EQ(0, bufinfo(self->ino, &refs, &attached));
 	EXPECT_EQ(1, attached);

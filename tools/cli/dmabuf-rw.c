@@ -156,55 +156,6 @@ static const char *errno_name(int err)
 	}
 }
 
-/* The value of " @key=" in an fdinfo line (or at its start). */
-static int kv(const char *line, const char *key, char *val, size_t size)
-{
-	size_t klen = strlen(key);
-	const char *p = line;
-
-	while ((p = strstr(p, key))) {
-		if ((p == line || p[-1] == ' ') && p[klen] == '=') {
-			p += klen + 1;
-			/* the path is last and may contain spaces */
-			if (!strcmp(key, "file"))
-				snprintf(val, size, "%s", p);
-			else
-				snprintf(val, size, "%.*s", (int)strcspn(p, " "), p);
-			return 0;
-		}
-		p += klen;
-	}
-	val[0] = 0;
-	return -1;
-}
-
-/*
- * The fdinfo line of dma-buf slot @idx of ring @ring_fd of process @pid,
- * after "dmabuf ", into @line.
- */
-static int slot_line(pid_t pid, int ring_fd, unsigned int idx, char *line,
-		     size_t size)
-{
-	char path[64], buf[1024], want[16];
-	int found = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", pid, ring_fd);
-	snprintf(want, sizeof(want), "%5u: dmabuf ", idx);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	while (fgets(buf, sizeof(buf), f))
-		if (!strncmp(buf, want, strlen(want))) {
-			buf[strcspn(buf, "\n")] = 0;
-			snprintf(line, size, "%s", buf + strlen(want));
-			found = 0;
-			break;
-		}
-	fclose(f);
-	return found;
-}
-
 /* --- the target -------------------------------------------------------- */
 
 struct target {
@@ -644,28 +595,28 @@ static int check(struct source *src, const char *path, uint64_t off,
 
 path:
 	/* the path the I/O took, from the ring's fdinfo */
-	if (slot_line(getpid(), ring.ring_fd, 0, line, sizeof(line)))
+	if (dmabufrw_slot_fdinfo(0, ring.ring_fd, 0, line, sizeof(line)))
 		return 0;
-	kv(line, "dev", dev, sizeof(dev));
+	dmabufrw_fdinfo_value(line, "dev", dev, sizeof(dev));
 	put_str("dma_device", "%s", dev);
 	put_iommu(dev);
-	kv(line, "exp", val, sizeof(val));
+	dmabufrw_fdinfo_value(line, "exp", val, sizeof(val));
 	put_str("exporter", "%s", val);
-	kv(line, "dma", val, sizeof(val));
+	dmabufrw_fdinfo_value(line, "dma", val, sizeof(val));
 	put_str("dma_directions", "%s", val);
-	if (!kv(line, "mem", val, sizeof(val))) {
+	if (!dmabufrw_fdinfo_value(line, "mem", val, sizeof(val))) {
 		bool devmem = !strcmp(val, "device");
 
 		put_str("memory", "%s", devmem ?
 			"device memory (no struct pages): the DMA goes peer to peer" :
 			"system memory");
-		kv(line, "ranges", val, sizeof(val));
+		dmabufrw_fdinfo_value(line, "ranges", val, sizeof(val));
 		put_num("mapping_ranges", "%s", val);
 		put_data_pointer(t.disk, strtol(val, NULL, 10), len);
-		kv(line, "sync", val, sizeof(val));
+		dmabufrw_fdinfo_value(line, "sync", val, sizeof(val));
 		put_str("cpu_syncs", "%s", val);
 	}
-	kv(line, "gen", val, sizeof(val));
+	dmabufrw_fdinfo_value(line, "gen", val, sizeof(val));
 	put_num("mappings", "%s", val);
 	free(want);
 	free(got);
@@ -708,14 +659,18 @@ static int stat_ring(pid_t pid, int ring_fd, bool *first)
 	if (!f)
 		return 0;
 	while (fgets(buf, sizeof(buf), f)) {
+		const char *line;
+
 		if (sscanf(buf, "%u: dmabuf %n", &idx, &off) != 1 || !off)
 			continue;
 		buf[strcspn(buf, "\n")] = 0;
+		line = buf + off;
 		if (json) {
 			printf("%s{\"pid\": %d, \"ring_fd\": %d, \"slot\": %u",
 			       *first ? "" : ",\n ", pid, ring_fd, idx);
 			for (size_t i = 0; i < sizeof(stat_keys) / sizeof(*stat_keys); i++) {
-				if (kv(buf + off, stat_keys[i], val, sizeof(val)))
+				if (dmabufrw_fdinfo_value(line, stat_keys[i], val,
+							  sizeof(val)))
 					continue;
 				printf(", ");
 				json_string(stdout, stat_keys[i]);
@@ -726,7 +681,8 @@ static int stat_ring(pid_t pid, int ring_fd, bool *first)
 		} else {
 			printf("pid %d ring fd %d slot %u:\n", pid, ring_fd, idx);
 			for (size_t i = 0; i < sizeof(stat_keys) / sizeof(*stat_keys); i++)
-				if (!kv(buf + off, stat_keys[i], val, sizeof(val)))
+				if (!dmabufrw_fdinfo_value(line, stat_keys[i], val,
+							  sizeof(val)))
 					printf("  %-14s %s\n", stat_keys[i], val);
 		}
 		*first = false;

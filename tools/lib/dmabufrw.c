@@ -4,6 +4,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -378,4 +379,61 @@ int dmabufrw_cpu_end(int dmabuf_fd, uint64_t flags)
 int dmabufrw_set_name(int dmabuf_fd, const char *name)
 {
 	return ioctl(dmabuf_fd, DMA_BUF_SET_NAME_B, name) < 0 ? -errno : 0;
+}
+
+int dmabufrw_slot_fdinfo(int pid, int ring_fd, unsigned int index,
+			 char *line, size_t size)
+{
+	char path[64], buf[4096], want[16];
+	bool in_bufs = false;
+	int ret = -ENOENT;
+	size_t wlen;
+	FILE *f;
+
+	if (pid)
+		snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", pid, ring_fd);
+	else
+		snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", ring_fd);
+	wlen = snprintf(want, sizeof(want), "%5u: ", index);
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	/* the slot lines follow "UserBufs:" */
+	while (fgets(buf, sizeof(buf), f)) {
+		if (!in_bufs) {
+			in_bufs = !strncmp(buf, "UserBufs:", 9);
+			continue;
+		}
+		if (strncmp(buf, want, wlen))
+			continue;
+		buf[strcspn(buf, "\n")] = 0;
+		ret = snprintf(line, size, "%s", buf + wlen) < (int)size ?
+			0 : -ENOSPC;
+		break;
+	}
+	fclose(f);
+	return ret;
+}
+
+int dmabufrw_fdinfo_value(const char *line, const char *key, char *val,
+			  size_t size)
+{
+	size_t klen = strlen(key), vlen;
+	const char *p = line;
+
+	if (size)
+		val[0] = 0;
+	while ((p = strstr(p, key))) {
+		if ((p == line || p[-1] == ' ') && p[klen] == '=') {
+			p += klen + 1;
+			vlen = strcmp(key, "file") ? strcspn(p, " ") : strlen(p);
+			if (vlen >= size)
+				return -ENOSPC;	/* @val stays empty */
+			memcpy(val, p, vlen);
+			val[vlen] = 0;
+			return 0;
+		}
+		p += klen;
+	}
+	return -ENOENT;
 }

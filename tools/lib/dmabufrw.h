@@ -208,6 +208,25 @@ int dmabufrw_cpu_end(int dmabuf_fd, uint64_t flags);
 /* Name a dma-buf (DMA_BUF_SET_NAME); shows in debugfs and the BPF iterator. */
 int dmabufrw_set_name(int dmabuf_fd, const char *name);
 
+/*
+ * The fdinfo text of buffer slot @index of the ring @ring_fd of process
+ * @pid (0: this process), after "NNNNN: ", into @line: for a dma-buf slot
+ * "dmabuf " and its key=value pairs (Observing in dma-buf-io.rst), for an
+ * empty slot "<none>".  Returns 0, -ENOENT if the ring lists no such slot,
+ * -ENOSPC if @line is too small, or the errno of opening the fdinfo.
+ */
+int dmabufrw_slot_fdinfo(int pid, int ring_fd, unsigned int index,
+			 char *line, size_t size);
+
+/*
+ * The value of @key in a line of dmabufrw_slot_fdinfo(), into @val
+ * ("file", the last key, takes the rest of the line).  Returns 0, -ENOENT
+ * if the line has no such key, or -ENOSPC if @val is too small; @val is
+ * then the empty string.
+ */
+int dmabufrw_fdinfo_value(const char *line, const char *key, char *val,
+			  size_t size);
+
 #ifdef __cplusplus
 }
 #endif
