@@ -4,9 +4,10 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <stdbool.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -384,10 +385,12 @@ int dmabufrw_set_name(int dmabuf_fd, const char *name)
 int dmabufrw_slot_fdinfo(int pid, int ring_fd, unsigned int index,
 			 char *line, size_t size)
 {
-	char path[64], buf[4096], want[16];
+	char path[64], want[16], *buf = NULL;
 	bool in_bufs = false;
 	int ret = -ENOENT;
-	size_t wlen;
+	size_t cap = 0;
+	ssize_t len;
+	int wlen;
 	FILE *f;
 
 	if (pid)
@@ -398,19 +401,25 @@ int dmabufrw_slot_fdinfo(int pid, int ring_fd, unsigned int index,
 	f = fopen(path, "re");
 	if (!f)
 		return -errno;
-	/* the slot lines follow "UserBufs:" */
-	while (fgets(buf, sizeof(buf), f)) {
+	/* the slot lines follow "UserBufs:"; a target's path may be long */
+	while ((len = getline(&buf, &cap, f)) > 0) {
 		if (!in_bufs) {
 			in_bufs = !strncmp(buf, "UserBufs:", 9);
 			continue;
 		}
 		if (strncmp(buf, want, wlen))
 			continue;
-		buf[strcspn(buf, "\n")] = 0;
-		ret = snprintf(line, size, "%s", buf + wlen) < (int)size ?
-			0 : -ENOSPC;
+		if (buf[len - 1] == '\n')
+			buf[--len] = 0;
+		if ((size_t)(len - wlen) >= size) {
+			ret = -ENOSPC;
+		} else {
+			memcpy(line, buf + wlen, len - wlen + 1);
+			ret = 0;
+		}
 		break;
 	}
+	free(buf);
 	fclose(f);
 	return ret;
 }
@@ -425,8 +434,9 @@ int dmabufrw_fdinfo_value(const char *line, const char *key, char *val,
 		val[0] = 0;
 	while ((p = strstr(p, key))) {
 		if ((p == line || p[-1] == ' ') && p[klen] == '=') {
+			/* values have no spaces: the kernel escapes a path's */
 			p += klen + 1;
-			vlen = strcmp(key, "file") ? strcspn(p, " ") : strlen(p);
+			vlen = strcspn(p, " ");
 			if (vlen >= size)
 				return -ENOSPC;	/* @val stays empty */
 			memcpy(val, p, vlen);

@@ -219,10 +219,10 @@ int dmabufrw_slot_fdinfo(int pid, int ring_fd, unsigned int index,
 			 char *line, size_t size);
 
 /*
- * The value of @key in a line of dmabufrw_slot_fdinfo(), into @val
- * ("file", the last key, takes the rest of the line).  Returns 0, -ENOENT
- * if the line has no such key, or -ENOSPC if @val is too small; @val is
- * then the empty string.
+ * The value of @key in a line of dmabufrw_slot_fdinfo(), into @val (a
+ * value ends at a space: the kernel escapes those of a path).  Returns 0,
+ * -ENOENT if the line has no such key, or -ENOSPC if @val is too small;
+ * @val is then the empty string.
  */
 int dmabufrw_fdinfo_value(const char *line, const char *key, char *val,
 			  size_t size);
