@@ -124,9 +124,10 @@ $(GUEST)/inc/linux/iommufd.h: $(TREE)/include/uapi/linux/iommufd.h
 	@mkdir -p $(@D)
 	cp $< $@
 
-$(GUEST)/tests/iommufd_dmabuf: tests/iommufd_dmabuf.c $(GUEST)/inc/linux/iommufd.h | tree
+$(GUEST)/tests/iommufd_dmabuf: tests/iommufd_dmabuf.c tests/util.h tests/texp.h \
+		$(GUEST)/inc/linux/iommufd.h $(TREE)/drivers/iommu/iommufd/iommufd_test.h | tree
 	@mkdir -p $(@D)
-	$(CC) $(USER_CFLAGS) -I$(GUEST)/inc $(HARNESS) -I$(TREE)/drivers -o $@ $<
+	$(CC) $(USER_CFLAGS) -I$(GUEST)/inc $(HARNESS) -I$(TREE)/drivers -o $@ $< -lpthread
 
 # The kernel's own selftests of the subsystems the series touches, from the
 # patched tree, built statically against its exported uAPI headers (make

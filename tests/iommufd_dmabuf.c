@@ -1,15 +1,19 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * iommufd maps udmabufs into an IOAS through dma_buf_get_phys(): check,
- * with the iommufd selftest mock domain (CONFIG_IOMMUFD_TEST), that the
- * IOVAs translate to the memfd pages behind the udmabuf, and that a buffer
- * that is not physically contiguous is refused.
+ * iommufd maps dma-bufs into an IOAS through dma_buf_get_phys(): check,
+ * with the iommufd selftest mock domain (CONFIG_IOMMUFD_TEST), that every
+ * IOVA translates to the page behind its offset in the buffer, for buffers
+ * of any number of physical ranges (udmabufs of scattered memfd pages, the
+ * system heap, the test exporter), in every domain of the IOAS, and that a
+ * revoked buffer is unmapped from all of them.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -21,8 +25,10 @@
 #include "kselftest_harness.h"
 #include "iommu/iommufd/iommufd_test.h"
 #include "util.h"
+#include "texp.h"
 
 #define PAGE	4096UL
+#define NPAGES	4
 
 FIXTURE(iommufd_dmabuf) {
 	int fd;
@@ -121,6 +127,67 @@ static int check_map(int fd, __u32 hwpt_id, __u64 iova, size_t len, void *uptr)
 	return ioctl(fd, IOMMU_TEST_CMD, &cmd);
 }
 
+/*
+ * Read @len bytes at @iova of the mock domain @hwpt_id from the memory the
+ * IOVAs translate to, as the device would.
+ */
+static int md_read(int fd, __u32 hwpt_id, __u64 iova, size_t len, void *buf)
+{
+	struct iommu_test_cmd cmd = {
+		.size = sizeof(cmd),
+		.op = IOMMU_TEST_OP_MD_READ,
+		.id = hwpt_id,
+		.md_read = { .iova = iova, .length = len,
+			     .uptr = (uintptr_t)buf },
+	};
+
+	return ioctl(fd, IOMMU_TEST_CMD, &cmd);
+}
+
+/* A second mock domain on the IOAS: its hwpt, or 0. */
+static __u32 add_domain(int fd, __u32 ioas_id)
+{
+	struct iommu_test_cmd mock = {
+		.size = sizeof(mock),
+		.op = IOMMU_TEST_OP_MOCK_DOMAIN,
+		.id = ioas_id,
+	};
+
+	if (ioctl(fd, IOMMU_TEST_CMD, &mock))
+		return 0;
+	return mock.mock_domain.out_hwpt_id;
+}
+
+/* Page @i of a pattern: every byte says which page and where. */
+static void fill_pattern(unsigned char *p, size_t len, unsigned int seed)
+{
+	for (size_t i = 0; i < len; i++)
+		p[i] = (unsigned char)(seed * 131 + i / PAGE * 7 + i % 251);
+}
+
+/*
+ * Do the @len bytes at @iova read, through each of the domains @hwpt[0..n),
+ * what @expect holds?
+ */
+static int domains_read(int fd, const __u32 *hwpt, int n, __u64 iova,
+			const void *expect, size_t len)
+{
+	unsigned char *buf = malloc(len);
+	int ret = 0;
+
+	if (!buf)
+		return -1;
+	for (int i = 0; i < n && !ret; i++) {
+		memset(buf, 0, len);
+		if (md_read(fd, hwpt[i], iova, len, buf))
+			ret = -1;
+		else if (memcmp(buf, expect, len))
+			ret = 1;
+	}
+	free(buf);
+	return ret;
+}
+
 /* One page: always contiguous; the IOVA leads to the memfd's page. */
 TEST_F(iommufd_dmabuf, udmabuf_one_page)
 {
@@ -139,8 +206,51 @@ TEST_F(iommufd_dmabuf, udmabuf_one_page)
 	close(dfd);
 }
 
-/* The same page twice is never contiguous: one range only, so refused. */
-TEST_F(iommufd_dmabuf, udmabuf_not_contiguous)
+/*
+ * Pages of the memfd out of order are four physical ranges: each IOVA page
+ * leads to the memfd page at that offset of the udmabuf, in the domain that
+ * was there at the map and in one attached afterwards.
+ */
+TEST_F(iommufd_dmabuf, udmabuf_scattered_pages_map_at_their_offsets)
+{
+	/* no page follows its predecessor in the memfd */
+	static const unsigned int pg[NPAGES] = { 3, 1, 0, 2 };
+	unsigned char expect[NPAGES * PAGE];
+	__u32 hwpt[2] = { self->hwpt_id };
+	__u64 iova;
+	int dfd;
+
+	fill_pattern(self->map, NPAGES * PAGE, 1);
+	for (unsigned int i = 0; i < NPAGES; i++)
+		memcpy(expect + i * PAGE, self->map + pg[i] * PAGE, PAGE);
+	dfd = udmabuf_of(self->memfd, pg, NPAGES);
+	ASSERT_LE(0, dfd);
+	ASSERT_EQ(0, map_file(self->fd, self->ioas_id, dfd, NPAGES * PAGE,
+			      &iova));
+	hwpt[1] = add_domain(self->fd, self->ioas_id);
+	ASSERT_NE(0, hwpt[1]);
+
+	for (unsigned int d = 0; d < 2; d++) {
+		for (unsigned int i = 0; i < NPAGES; i++) {
+			EXPECT_EQ(0, check_map(self->fd, hwpt[d],
+					       iova + i * PAGE, PAGE,
+					       self->map + pg[i] * PAGE));
+			/* nor to the one a single range would lead to */
+			if (i)
+				EXPECT_NE(0, check_map(self->fd, hwpt[d],
+						       iova + i * PAGE, PAGE,
+						       self->map +
+						       (pg[i - 1] + 1) %
+						       NPAGES * PAGE));
+		}
+	}
+	EXPECT_EQ(0, domains_read(self->fd, hwpt, 2, iova, expect,
+				  sizeof(expect)));
+	close(dfd);
+}
+
+/* The same page twice: two ranges that both lead to it. */
+TEST_F(iommufd_dmabuf, udmabuf_same_page_twice_maps_both)
 {
 	static const unsigned int pg[] = { 1, 1 };
 	__u64 iova;
@@ -148,21 +258,35 @@ TEST_F(iommufd_dmabuf, udmabuf_not_contiguous)
 
 	dfd = udmabuf_of(self->memfd, pg, 2);
 	ASSERT_LE(0, dfd);
-	EXPECT_ERRNO(EOPNOTSUPP, map_file(self->fd, self->ioas_id, dfd, 2 * PAGE,
-					  &iova));
+	ASSERT_EQ(0, map_file(self->fd, self->ioas_id, dfd, 2 * PAGE, &iova));
+	EXPECT_EQ(0, check_map(self->fd, self->hwpt_id, iova, PAGE,
+			       self->map + PAGE));
+	EXPECT_EQ(0, check_map(self->fd, self->hwpt_id, iova + PAGE, PAGE,
+			       self->map + PAGE));
 	close(dfd);
 }
 
 /*
- * A one-page system heap buffer is contiguous and maps; its pages are not
- * pinnable through its mmap, so only the mapping itself is checked.
+ * A system heap buffer (pages of mixed orders): the whole buffer and a
+ * slice of it that starts inside a range map every IOVA to the bytes at
+ * its offset, through two domains.
  */
-TEST_F(iommufd_dmabuf, heap_one_page)
+TEST_F(iommufd_dmabuf, heap_buffer_maps_every_page_at_its_offset)
 {
+	const size_t len = 1024 * PAGE;
 	struct dma_heap_allocation_data alloc = {
-		.len = PAGE,
+		.len = len,
 		.fd_flags = O_RDWR | O_CLOEXEC,
 	};
+	struct iommu_ioas_map_file slice = {
+		.size = sizeof(slice),
+		.flags = IOMMU_IOAS_MAP_READABLE,
+		.ioas_id = self->ioas_id,
+		.start = 333 * PAGE,
+		.length = 77 * PAGE,
+	};
+	__u32 hwpt[2] = { self->hwpt_id };
+	unsigned char *p;
 	__u64 iova;
 	int heap;
 
@@ -171,8 +295,278 @@ TEST_F(iommufd_dmabuf, heap_one_page)
 		SKIP(return, "no system heap");
 	ASSERT_EQ(0, ioctl(heap, DMA_HEAP_IOCTL_ALLOC, &alloc));
 	close(heap);
-	EXPECT_EQ(0, map_file(self->fd, self->ioas_id, alloc.fd, PAGE, &iova));
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, alloc.fd, 0);
+	ASSERT_NE(MAP_FAILED, p);
+	fill_pattern(p, len, 2);
+	hwpt[1] = add_domain(self->fd, self->ioas_id);
+	ASSERT_NE(0, hwpt[1]);
+
+	ASSERT_EQ(0, map_file(self->fd, self->ioas_id, alloc.fd, len, &iova));
+	EXPECT_EQ(0, domains_read(self->fd, hwpt, 2, iova, p, len));
+
+	slice.fd = alloc.fd;
+	ASSERT_EQ(0, ioctl(self->fd, IOMMU_IOAS_MAP_FILE, &slice));
+	EXPECT_EQ(0, domains_read(self->fd, hwpt, 2, slice.iova,
+				  p + slice.start, slice.length));
+	/* and not what the start of the buffer holds */
+	EXPECT_EQ(1, domains_read(self->fd, hwpt, 1, slice.iova, p,
+				  slice.length));
+	munmap(p, len);
 	close(alloc.fd);
+}
+
+/* An in-kernel access to the IOAS (the selftest's): its fd. */
+static int access_create(int fd, __u32 ioas_id)
+{
+	struct iommu_test_cmd cmd = {
+		.size = sizeof(cmd),
+		.op = IOMMU_TEST_OP_CREATE_ACCESS,
+		.id = ioas_id,
+	};
+
+	if (ioctl(fd, IOMMU_TEST_CMD, &cmd))
+		return -1;
+	return cmd.create_access.out_access_fd;
+}
+
+/* Read or write @len bytes at @iova through the access @afd. */
+static int access_rw(int fd, int afd, __u64 iova, void *buf, size_t len,
+		     int write)
+{
+	struct iommu_test_cmd cmd = {
+		.size = sizeof(cmd),
+		.op = IOMMU_TEST_OP_ACCESS_RW,
+		.id = afd,
+		.access_rw = { .iova = iova, .length = len,
+			       .uptr = (uintptr_t)buf,
+			       .flags = write ? MOCK_ACCESS_RW_WRITE : 0 },
+	};
+
+	return ioctl(fd, IOMMU_TEST_CMD, &cmd);
+}
+
+/*
+ * After a move the new ranges are mapped by a work item: wait (at most 10 s)
+ * until the domain @hwpt_id translates @iova again.
+ */
+static int md_wait_mapped(int fd, __u32 hwpt_id, __u64 iova)
+{
+	unsigned char b[64];
+	double end = now_sec() + 10;
+
+	while (md_read(fd, hwpt_id, iova, sizeof(b), b)) {
+		if (errno != ENOENT || now_sec() > end)
+			return -1;
+		usleep(1000);
+	}
+	return 0;
+}
+
+/* A test exporter buffer of @len bytes holding fill_pattern(@seed). */
+static int texp_buffer(int ctl, size_t len, unsigned int flags,
+		       unsigned int seed, unsigned char **expect)
+{
+	int dfd = texp_create(ctl, len, flags);
+
+	*expect = malloc(len);
+	if (dfd < 0 || !*expect)
+		return -1;
+	fill_pattern(*expect, len, seed);
+	if (texp_rw(ctl, dfd, 1, 0, *expect, len))
+		return -1;
+	return dfd;
+}
+
+/*
+ * A revoke-only buffer (vfio-pci's model): revoked, it is unmapped from
+ * every domain and accesses fail with ENODEV; restored, it stays unmapped
+ * (a revoke is for good) until it is unmapped and mapped again.
+ */
+TEST_F(iommufd_dmabuf, revoke_only_buffer_is_unmapped_until_mapped_again)
+{
+	const size_t len = 64 * PAGE;
+	__u32 hwpt[2] = { self->hwpt_id };
+	struct iommu_ioas_unmap unmap = {
+		.size = sizeof(unmap),
+		.ioas_id = self->ioas_id,
+		.length = len,
+	};
+	unsigned char *expect, *buf;
+	int ctl, dfd, afd;
+	__u64 iova;
+
+	ctl = texp_open();
+	if (ctl < 0)
+		SKIP(return, "no dma-buf test exporter");
+	dfd = texp_buffer(ctl, len, DMABUF_TEST_F_REVOKE_ONLY, 3, &expect);
+	ASSERT_LE(0, dfd);
+	buf = malloc(len);
+	ASSERT_NE(NULL, buf);
+	hwpt[1] = add_domain(self->fd, self->ioas_id);
+	ASSERT_NE(0, hwpt[1]);
+	afd = access_create(self->fd, self->ioas_id);
+	ASSERT_LE(0, afd);
+
+	ASSERT_EQ(0, map_file(self->fd, self->ioas_id, dfd, len, &iova));
+	EXPECT_EQ(0, domains_read(self->fd, hwpt, 2, iova, expect, len));
+	ASSERT_EQ(0, access_rw(self->fd, afd, iova + 5, buf, 3 * PAGE, 0));
+	EXPECT_EQ(0, memcmp(buf, expect + 5, 3 * PAGE));
+
+	ASSERT_EQ(0, texp_op(ctl, DMABUF_TEST_IOC_REVOKE, dfd, 0));
+	for (int d = 0; d < 2; d++) {
+		EXPECT_ERRNO(ENOENT, md_read(self->fd, hwpt[d], iova, PAGE,
+					     buf));
+		EXPECT_ERRNO(ENOENT, md_read(self->fd, hwpt[d],
+					     iova + len - PAGE, PAGE, buf));
+	}
+	EXPECT_ERRNO(ENODEV, access_rw(self->fd, afd, iova, buf, PAGE, 0));
+
+	ASSERT_EQ(0, texp_op(ctl, DMABUF_TEST_IOC_RESTORE, dfd, 0));
+	usleep(100 * 1000);	/* time for a remap that must not happen */
+	EXPECT_ERRNO(ENOENT, md_read(self->fd, hwpt[0], iova, PAGE, buf));
+	EXPECT_ERRNO(ENODEV, access_rw(self->fd, afd, iova, buf, PAGE, 0));
+
+	unmap.iova = iova;
+	ASSERT_EQ(0, ioctl(self->fd, IOMMU_IOAS_UNMAP, &unmap));
+	ASSERT_EQ(0, map_file(self->fd, self->ioas_id, dfd, len, &iova));
+	EXPECT_EQ(0, domains_read(self->fd, hwpt, 2, iova, expect, len));
+	free(expect);
+	free(buf);
+	close(afd);
+	close(dfd);
+	close(ctl);
+}
+
+/*
+ * A buffer of an exporter that moves memory: iommufd does not pin it, so the
+ * exporter may migrate it (before, -EBUSY); afterwards every IOVA of both
+ * domains translates to the new pages (the old ones are poisoned, so a
+ * stale translation reads poison), and a write through an access lands in
+ * the new pages, none in the retired ones.
+ */
+TEST_F(iommufd_dmabuf, texp_move_remaps_every_domain_to_the_new_pages)
+{
+	const size_t len = 64 * PAGE;
+	__u32 hwpt[2] = { self->hwpt_id };
+	unsigned char *expect, *buf;
+	struct dmabuf_test_stats st;
+	int ctl, dfd, afd;
+	__u64 iova;
+
+	ctl = texp_open();
+	if (ctl < 0)
+		SKIP(return, "no dma-buf test exporter");
+	dfd = texp_buffer(ctl, len, 0, 4, &expect);
+	ASSERT_LE(0, dfd);
+	buf = malloc(len);
+	ASSERT_NE(NULL, buf);
+	hwpt[1] = add_domain(self->fd, self->ioas_id);
+	ASSERT_NE(0, hwpt[1]);
+	ASSERT_EQ(0, map_file(self->fd, self->ioas_id, dfd, len, &iova));
+	EXPECT_EQ(0, domains_read(self->fd, hwpt, 2, iova, expect, len));
+
+	for (int i = 0; i < 3; i++) {
+		ASSERT_EQ(0, texp_op(ctl, DMABUF_TEST_IOC_MIGRATE, dfd, 0));
+		for (int d = 0; d < 2; d++)
+			ASSERT_EQ(0, md_wait_mapped(self->fd, hwpt[d], iova));
+		EXPECT_EQ(0, domains_read(self->fd, hwpt, 2, iova, expect,
+					  len));
+	}
+
+	/* straight after a move, an access maps the buffer itself */
+	ASSERT_EQ(0, texp_op(ctl, DMABUF_TEST_IOC_MIGRATE, dfd, 0));
+	afd = access_create(self->fd, self->ioas_id);
+	ASSERT_LE(0, afd);
+	fill_pattern(expect, len, 5);
+	ASSERT_EQ(0, access_rw(self->fd, afd, iova, expect, len, 1));
+	ASSERT_EQ(0, texp_rw(ctl, dfd, 0, 0, buf, len));
+	EXPECT_EQ(0, memcmp(buf, expect, len));
+	EXPECT_EQ(0, domains_read(self->fd, hwpt, 2, iova, expect, len));
+	EXPECT_EQ(0, texp_op(ctl, DMABUF_TEST_IOC_CHECK_RETIRED, dfd, 0));
+	ASSERT_EQ(0, texp_stats(ctl, dfd, &st));
+	EXPECT_EQ(4, st.migrations);
+	EXPECT_EQ(0, st.pins);
+	free(expect);
+	free(buf);
+	close(afd);
+	close(dfd);
+	close(ctl);
+}
+
+struct mover {
+	int ctl, dfd;
+	double until;
+	unsigned int moves;
+	int err;
+};
+
+static void *mover_thread(void *arg)
+{
+	struct mover *m = arg;
+
+	while (now_sec() < m->until && !m->err) {
+		if (texp_op(m->ctl, DMABUF_TEST_IOC_MIGRATE, m->dfd, 0))
+			m->err = errno ? errno : EIO;
+		else
+			m->moves++;
+	}
+	return NULL;
+}
+
+/*
+ * A storm of moves while accesses read the buffer at random offsets: every
+ * read sees the contents (which each move copies), never the poison the
+ * exporter leaves behind, and the domains lead to them afterwards.
+ */
+TEST_F(iommufd_dmabuf, texp_moves_under_access_reads_never_show_poison)
+{
+	const size_t len = 32 * PAGE;
+	unsigned char *expect, *buf;
+	struct mover m = { 0 };
+	unsigned int reads = 0, bad = 0, errors = 0;
+	pthread_t t;
+	__u64 iova;
+	int afd;
+
+	m.ctl = texp_open();
+	if (m.ctl < 0)
+		SKIP(return, "no dma-buf test exporter");
+	m.dfd = texp_buffer(m.ctl, len, 0, 6, &expect);
+	ASSERT_LE(0, m.dfd);
+	buf = malloc(len);
+	ASSERT_NE(NULL, buf);
+	ASSERT_EQ(0, map_file(self->fd, self->ioas_id, m.dfd, len, &iova));
+	afd = access_create(self->fd, self->ioas_id);
+	ASSERT_LE(0, afd);
+
+	srand(7);
+	m.until = now_sec() + 5;
+	ASSERT_EQ(0, pthread_create(&t, NULL, mover_thread, &m));
+	while (now_sec() < m.until) {
+		size_t off = rand() % len;
+		size_t n = 1 + rand() % (len - off);
+
+		if (access_rw(self->fd, afd, iova + off, buf, n, 0))
+			errors++;
+		else if (memcmp(buf, expect + off, n))
+			bad++;
+		reads++;
+	}
+	pthread_join(t, NULL);
+	TH_LOG("%u moves, %u reads", m.moves, reads);
+	EXPECT_EQ(0, m.err);
+	EXPECT_LT(10, m.moves);
+	EXPECT_EQ(0, errors);
+	EXPECT_EQ(0, bad);
+	ASSERT_EQ(0, md_wait_mapped(self->fd, self->hwpt_id, iova));
+	EXPECT_EQ(0, domains_read(self->fd, &self->hwpt_id, 1, iova, expect,
+				  len));
+	EXPECT_EQ(0, texp_op(m.ctl, DMABUF_TEST_IOC_CHECK_RETIRED, m.dfd, 0));
+	free(expect);
+	free(buf);
+	close(afd);
+	close(m.dfd);
+	close(m.ctl);
 }
 
 TEST_HARNESS_MAIN
