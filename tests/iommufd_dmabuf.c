@@ -569,4 +569,103 @@ TEST_F(iommufd_dmabuf, texp_moves_under_access_reads_never_show_poison)
 	close(m.ctl);
 }
 
+/*
+ * A buffer in device memory (a BAR slice, one range marked MMIO): mapped,
+ * evicted to system memory and brought back, each time the domains and an
+ * access reach the contents, wherever they are.
+ */
+TEST_F(iommufd_dmabuf, texp_devmem_buffer_follows_evictions_and_returns)
+{
+	const size_t len = 16 * PAGE;
+	__u32 hwpt[2] = { self->hwpt_id };
+	unsigned char *expect, *buf;
+	int ctl, dfd, afd;
+	__u64 iova;
+
+	ctl = texp_open();
+	if (ctl < 0)
+		SKIP(return, "no dma-buf test exporter");
+	dfd = texp_create(ctl, len, DMABUF_TEST_F_DEVMEM);
+	if (dfd == -ENODEV)
+		SKIP(return, "no device memory bound to the test exporter");
+	ASSERT_LE(0, dfd);
+	expect = malloc(len);
+	buf = malloc(len);
+	ASSERT_TRUE(expect && buf);
+	fill_pattern(expect, len, 8);
+	ASSERT_EQ(0, texp_rw(ctl, dfd, 1, 0, expect, len));
+	hwpt[1] = add_domain(self->fd, self->ioas_id);
+	ASSERT_NE(0, hwpt[1]);
+	afd = access_create(self->fd, self->ioas_id);
+	ASSERT_LE(0, afd);
+
+	ASSERT_EQ(0, map_file(self->fd, self->ioas_id, dfd, len, &iova));
+	EXPECT_EQ(0, domains_read(self->fd, hwpt, 2, iova, expect, len));
+	ASSERT_EQ(0, access_rw(self->fd, afd, iova, buf, len, 0));
+	EXPECT_EQ(0, memcmp(buf, expect, len));
+
+	/* to system memory, back to the BAR */
+	for (unsigned int i = 0; i < 2; i++) {
+		ASSERT_EQ(0, texp_op(ctl, DMABUF_TEST_IOC_MIGRATE, dfd, 0));
+		for (int d = 0; d < 2; d++)
+			ASSERT_EQ(0, md_wait_mapped(self->fd, hwpt[d], iova));
+		EXPECT_EQ(0, domains_read(self->fd, hwpt, 2, iova, expect,
+					  len));
+		fill_pattern(expect, len, 9 + i);
+		ASSERT_EQ(0, access_rw(self->fd, afd, iova, expect, len, 1));
+		ASSERT_EQ(0, texp_rw(ctl, dfd, 0, 0, buf, len));
+		EXPECT_EQ(0, memcmp(buf, expect, len));
+	}
+	EXPECT_EQ(0, texp_op(ctl, DMABUF_TEST_IOC_CHECK_RETIRED, dfd, 0));
+	free(expect);
+	free(buf);
+	close(afd);
+	close(dfd);
+	close(ctl);
+}
+
+/*
+ * Physical ranges that start and end inside pages cannot be mapped page by
+ * page: refused with EINVAL, and nothing is mapped (the IOVA range stays
+ * free for the next map).
+ */
+TEST_F(iommufd_dmabuf, subpage_ranges_are_refused_and_map_nothing)
+{
+	static const unsigned int pg[] = { 0, 1 };
+	struct iommu_ioas_map_file cmd = {
+		.size = sizeof(cmd),
+		.flags = IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE |
+			 IOMMU_IOAS_MAP_FIXED_IOVA,
+		.ioas_id = self->ioas_id,
+		.iova = MOCK_APERTURE_START,
+	};
+	unsigned char buf[64];
+	int ctl, dfd, ufd;
+
+	ctl = texp_open();
+	if (ctl < 0)
+		SKIP(return, "no dma-buf test exporter");
+	for (unsigned int pages = 1; pages <= 4; pages++) {
+		dfd = texp_create(ctl, pages * PAGE, DMABUF_TEST_F_SUBPAGE);
+		ASSERT_LE(0, dfd);
+		cmd.fd = dfd;
+		cmd.length = pages * PAGE;
+		EXPECT_ERRNO(EINVAL, ioctl(self->fd, IOMMU_IOAS_MAP_FILE, &cmd));
+		EXPECT_ERRNO(ENOENT, md_read(self->fd, self->hwpt_id,
+					     MOCK_APERTURE_START, sizeof(buf),
+					     buf));
+		close(dfd);
+	}
+
+	ufd = udmabuf_of(self->memfd, pg, 2);
+	ASSERT_LE(0, ufd);
+	cmd.fd = ufd;
+	cmd.length = 2 * PAGE;
+	EXPECT_EQ(0, ioctl(self->fd, IOMMU_IOAS_MAP_FILE, &cmd));
+	EXPECT_EQ(0, check_map(self->fd, self->hwpt_id, MOCK_APERTURE_START,
+			       2 * PAGE, self->map));
+	close(ufd);
+	close(ctl);
+}
+
 TEST_HARNESS_MAIN
