@@ -99,11 +99,14 @@ static int udmabuf_of(int memfd, const unsigned int *pgoff, unsigned int n)
 	return fd;
 }
 
-static int map_file(int fd, __u32 ioas_id, int dfd, size_t len, __u64 *iova)
+/* Map @len bytes of @dfd; @extra: more IOMMU_IOAS_MAP_* flags. */
+static int map_file_flags(int fd, __u32 ioas_id, int dfd, size_t len,
+			  __u32 extra, __u64 *iova)
 {
 	struct iommu_ioas_map_file cmd = {
 		.size = sizeof(cmd),
-		.flags = IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+		.flags = IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE |
+			 extra,
 		.ioas_id = ioas_id,
 		.fd = dfd,
 		.length = len,
@@ -112,6 +115,31 @@ static int map_file(int fd, __u32 ioas_id, int dfd, size_t len, __u64 *iova)
 
 	*iova = cmd.iova;
 	return ret;
+}
+
+static int map_file(int fd, __u32 ioas_id, int dfd, size_t len, __u64 *iova)
+{
+	return map_file_flags(fd, ioas_id, dfd, len, 0, iova);
+}
+
+/* Map a buffer that the exporter may move (IOMMU_IOAS_MAP_DMABUF_MOVE). */
+static int map_file_move(int fd, __u32 ioas_id, int dfd, size_t len,
+			 __u64 *iova)
+{
+	return map_file_flags(fd, ioas_id, dfd, len,
+			      IOMMU_IOAS_MAP_DMABUF_MOVE, iova);
+}
+
+static int unmap_iova(int fd, __u32 ioas_id, __u64 iova, size_t len)
+{
+	struct iommu_ioas_unmap cmd = {
+		.size = sizeof(cmd),
+		.ioas_id = ioas_id,
+		.iova = iova,
+		.length = len,
+	};
+
+	return ioctl(fd, IOMMU_IOAS_UNMAP, &cmd);
 }
 
 static int check_map(int fd, __u32 hwpt_id, __u64 iova, size_t len, void *uptr)
@@ -386,11 +414,6 @@ TEST_F(iommufd_dmabuf, revoke_only_buffer_is_unmapped_until_mapped_again)
 {
 	const size_t len = 64 * PAGE;
 	__u32 hwpt[2] = { self->hwpt_id };
-	struct iommu_ioas_unmap unmap = {
-		.size = sizeof(unmap),
-		.ioas_id = self->ioas_id,
-		.length = len,
-	};
 	unsigned char *expect, *buf;
 	int ctl, dfd, afd;
 	__u64 iova;
@@ -423,11 +446,12 @@ TEST_F(iommufd_dmabuf, revoke_only_buffer_is_unmapped_until_mapped_again)
 
 	ASSERT_EQ(0, texp_op(ctl, DMABUF_TEST_IOC_RESTORE, dfd, 0));
 	usleep(100 * 1000);	/* time for a remap that must not happen */
-	EXPECT_ERRNO(ENOENT, md_read(self->fd, hwpt[0], iova, PAGE, buf));
+	for (int d = 0; d < 2; d++)
+		EXPECT_ERRNO(ENOENT, md_read(self->fd, hwpt[d], iova, PAGE,
+					     buf));
 	EXPECT_ERRNO(ENODEV, access_rw(self->fd, afd, iova, buf, PAGE, 0));
 
-	unmap.iova = iova;
-	ASSERT_EQ(0, ioctl(self->fd, IOMMU_IOAS_UNMAP, &unmap));
+	ASSERT_EQ(0, unmap_iova(self->fd, self->ioas_id, iova, len));
 	ASSERT_EQ(0, map_file(self->fd, self->ioas_id, dfd, len, &iova));
 	EXPECT_EQ(0, domains_read(self->fd, hwpt, 2, iova, expect, len));
 	free(expect);
@@ -438,11 +462,11 @@ TEST_F(iommufd_dmabuf, revoke_only_buffer_is_unmapped_until_mapped_again)
 }
 
 /*
- * A buffer of an exporter that moves memory: iommufd does not pin it, so the
- * exporter may migrate it (before, -EBUSY); afterwards every IOVA of both
- * domains translates to the new pages (the old ones are poisoned, so a
- * stale translation reads poison), and a write through an access lands in
- * the new pages, none in the retired ones.
+ * A buffer mapped with IOMMU_IOAS_MAP_DMABUF_MOVE: iommufd does not pin it,
+ * so the exporter may migrate it; afterwards every IOVA of both domains
+ * translates to the new pages (the old ones are poisoned, so a stale
+ * translation reads poison), and a write through an access lands in the
+ * new pages, none in the retired ones.
  */
 TEST_F(iommufd_dmabuf, texp_move_remaps_every_domain_to_the_new_pages)
 {
@@ -462,7 +486,7 @@ TEST_F(iommufd_dmabuf, texp_move_remaps_every_domain_to_the_new_pages)
 	ASSERT_NE(NULL, buf);
 	hwpt[1] = add_domain(self->fd, self->ioas_id);
 	ASSERT_NE(0, hwpt[1]);
-	ASSERT_EQ(0, map_file(self->fd, self->ioas_id, dfd, len, &iova));
+	ASSERT_EQ(0, map_file_move(self->fd, self->ioas_id, dfd, len, &iova));
 	EXPECT_EQ(0, domains_read(self->fd, hwpt, 2, iova, expect, len));
 
 	for (int i = 0; i < 3; i++) {
@@ -473,7 +497,7 @@ TEST_F(iommufd_dmabuf, texp_move_remaps_every_domain_to_the_new_pages)
 					  len));
 	}
 
-	/* straight after a move, an access maps the buffer itself */
+	/* straight after a move (the access may remap it itself) */
 	ASSERT_EQ(0, texp_op(ctl, DMABUF_TEST_IOC_MIGRATE, dfd, 0));
 	afd = access_create(self->fd, self->ioas_id);
 	ASSERT_LE(0, afd);
@@ -535,7 +559,8 @@ TEST_F(iommufd_dmabuf, texp_moves_under_access_reads_never_show_poison)
 	ASSERT_LE(0, m.dfd);
 	buf = malloc(len);
 	ASSERT_NE(NULL, buf);
-	ASSERT_EQ(0, map_file(self->fd, self->ioas_id, m.dfd, len, &iova));
+	ASSERT_EQ(0, map_file_move(self->fd, self->ioas_id, m.dfd, len,
+				   &iova));
 	afd = access_create(self->fd, self->ioas_id);
 	ASSERT_LE(0, afd);
 
@@ -599,7 +624,7 @@ TEST_F(iommufd_dmabuf, texp_devmem_buffer_follows_evictions_and_returns)
 	afd = access_create(self->fd, self->ioas_id);
 	ASSERT_LE(0, afd);
 
-	ASSERT_EQ(0, map_file(self->fd, self->ioas_id, dfd, len, &iova));
+	ASSERT_EQ(0, map_file_move(self->fd, self->ioas_id, dfd, len, &iova));
 	EXPECT_EQ(0, domains_read(self->fd, hwpt, 2, iova, expect, len));
 	ASSERT_EQ(0, access_rw(self->fd, afd, iova, buf, len, 0));
 	EXPECT_EQ(0, memcmp(buf, expect, len));
@@ -666,6 +691,175 @@ TEST_F(iommufd_dmabuf, subpage_ranges_are_refused_and_map_nothing)
 			       2 * PAGE, self->map));
 	close(ufd);
 	close(ctl);
+}
+
+/*
+ * Without IOMMU_IOAS_MAP_DMABUF_MOVE a buffer is pinned: the exporter cannot
+ * move it (EBUSY) and the mapping stays; the flag is refused for exporters
+ * that cannot move buffers (udmabuf, a revoke-only buffer) and for memfds.
+ */
+TEST_F(iommufd_dmabuf, pinned_unless_mapped_to_follow_moves)
+{
+	static const unsigned int pg[] = { 0 };
+	const size_t len = 8 * PAGE;
+	struct dmabuf_test_stats st;
+	unsigned char *expect;
+	int ctl, dfd, rfd, ufd;
+	__u64 iova;
+
+	ctl = texp_open();
+	if (ctl < 0)
+		SKIP(return, "no dma-buf test exporter");
+	dfd = texp_buffer(ctl, len, 0, 11, &expect);
+	ASSERT_LE(0, dfd);
+	ASSERT_EQ(0, map_file(self->fd, self->ioas_id, dfd, len, &iova));
+	ASSERT_EQ(0, texp_stats(ctl, dfd, &st));
+	EXPECT_EQ(1, st.pins);
+	EXPECT_EQ(-EBUSY, texp_op(ctl, DMABUF_TEST_IOC_MIGRATE, dfd, 0));
+	EXPECT_EQ(0, domains_read(self->fd, &self->hwpt_id, 1, iova, expect,
+				  len));
+	ASSERT_EQ(0, unmap_iova(self->fd, self->ioas_id, iova, len));
+	ASSERT_EQ(0, texp_stats(ctl, dfd, &st));
+	EXPECT_EQ(1, st.unpins);
+	EXPECT_EQ(0, texp_op(ctl, DMABUF_TEST_IOC_MIGRATE, dfd, 0));
+
+	rfd = texp_create(ctl, len, DMABUF_TEST_F_REVOKE_ONLY);
+	ASSERT_LE(0, rfd);
+	EXPECT_ERRNO(EINVAL, map_file_move(self->fd, self->ioas_id, rfd, len,
+					   &iova));
+	ufd = udmabuf_of(self->memfd, pg, 1);
+	ASSERT_LE(0, ufd);
+	EXPECT_ERRNO(EINVAL, map_file_move(self->fd, self->ioas_id, ufd, PAGE,
+					   &iova));
+	EXPECT_ERRNO(EINVAL, map_file_move(self->fd, self->ioas_id,
+					   self->memfd, PAGE, &iova));
+	EXPECT_ERRNO(EOPNOTSUPP, map_file_flags(self->fd, self->ioas_id, ufd,
+						PAGE, 1U << 31, &iova));
+	free(expect);
+	close(ufd);
+	close(rfd);
+	close(dfd);
+	close(ctl);
+}
+
+struct reader {
+	int fd, afd;
+	__u64 iova;
+	void *buf;
+	size_t len;
+	int ret;
+	int done;
+};
+
+static void *reader_thread(void *arg)
+{
+	struct reader *r = arg;
+
+	r->ret = access_rw(r->fd, r->afd, r->iova, r->buf, r->len, 0);
+	__atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/*
+ * A kernel fence (a move still copying) holds up an in-kernel access until
+ * it signals: the access never reads memory a move is filling.
+ */
+TEST_F(iommufd_dmabuf, access_waits_for_the_kernel_fences_of_a_move)
+{
+	const size_t len = 4 * PAGE;
+	unsigned char *expect, *buf;
+	struct reader r = { 0 };
+	pthread_t t;
+	int ctl, dfd;
+
+	ctl = texp_open();
+	if (ctl < 0)
+		SKIP(return, "no dma-buf test exporter");
+	dfd = texp_buffer(ctl, len, 0, 12, &expect);
+	ASSERT_LE(0, dfd);
+	buf = malloc(len);
+	ASSERT_NE(NULL, buf);
+	ASSERT_EQ(0, map_file_move(self->fd, self->ioas_id, dfd, len,
+				   &r.iova));
+	r.fd = self->fd;
+	r.afd = access_create(self->fd, self->ioas_id);
+	ASSERT_LE(0, r.afd);
+	r.buf = buf;
+	r.len = len;
+
+	ASSERT_EQ(0, texp_op(ctl, DMABUF_TEST_IOC_FENCE_ADD, dfd,
+			     DMABUF_TEST_FENCE_KERNEL));
+	ASSERT_EQ(0, pthread_create(&t, NULL, reader_thread, &r));
+	usleep(300 * 1000);
+	EXPECT_EQ(0, __atomic_load_n(&r.done, __ATOMIC_ACQUIRE));
+	ASSERT_EQ(0, texp_op(ctl, DMABUF_TEST_IOC_FENCE_SIGNAL, dfd, 0));
+	pthread_join(t, NULL);
+	EXPECT_EQ(0, r.ret);
+	EXPECT_EQ(0, memcmp(buf, expect, len));
+	free(expect);
+	free(buf);
+	close(r.afd);
+	close(dfd);
+	close(ctl);
+}
+
+/*
+ * Moves while the buffer is mapped again at other IOVAs, domains come and
+ * go, and mappings with a remap still pending are unmapped and their
+ * buffers closed: the remap work must neither use an area that is half
+ * mapped or unmapped nor outlive the mapping (KASAN and lockdep watch).
+ */
+TEST_F(iommufd_dmabuf, moves_race_map_unmap_domains_and_close)
+{
+	const size_t len = 16 * PAGE;
+	unsigned char *expect, *tmp;
+	struct mover m = { 0 };
+	unsigned int rounds = 0;
+	pthread_t t;
+	__u64 iova;
+
+	m.ctl = texp_open();
+	if (m.ctl < 0)
+		SKIP(return, "no dma-buf test exporter");
+	m.dfd = texp_buffer(m.ctl, len, 0, 13, &expect);
+	ASSERT_LE(0, m.dfd);
+	ASSERT_EQ(0, map_file_move(self->fd, self->ioas_id, m.dfd, len,
+				   &iova));
+
+	m.until = now_sec() + 4;
+	ASSERT_EQ(0, pthread_create(&t, NULL, mover_thread, &m));
+	while (now_sec() < m.until) {
+		__u64 iova2;
+		int dfd2;
+
+		/* a second mapping of the moving buffer, and a domain */
+		ASSERT_EQ(0, map_file_move(self->fd, self->ioas_id, m.dfd,
+					   len, &iova2));
+		if (rounds < 8)
+			ASSERT_NE(0, add_domain(self->fd, self->ioas_id));
+		ASSERT_EQ(0, unmap_iova(self->fd, self->ioas_id, iova2, len));
+
+		/* a buffer moved, then unmapped and closed at once */
+		dfd2 = texp_buffer(m.ctl, PAGE, 0, 14, &tmp);
+		ASSERT_LE(0, dfd2);
+		free(tmp);
+		ASSERT_EQ(0, map_file_move(self->fd, self->ioas_id, dfd2,
+					   PAGE, &iova2));
+		ASSERT_EQ(0, texp_op(m.ctl, DMABUF_TEST_IOC_MIGRATE, dfd2, 0));
+		ASSERT_EQ(0, unmap_iova(self->fd, self->ioas_id, iova2, PAGE));
+		close(dfd2);
+		rounds++;
+	}
+	pthread_join(t, NULL);
+	TH_LOG("%u moves, %u rounds", m.moves, rounds);
+	EXPECT_EQ(0, m.err);
+	EXPECT_LT(10, m.moves);
+	ASSERT_EQ(0, md_wait_mapped(self->fd, self->hwpt_id, iova));
+	EXPECT_EQ(0, domains_read(self->fd, &self->hwpt_id, 1, iova, expect,
+				  len));
+	free(expect);
+	close(m.dfd);
+	close(m.ctl);
 }
 
 TEST_HARNESS_MAIN
