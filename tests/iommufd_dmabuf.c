@@ -696,12 +696,20 @@ TEST_F(iommufd_dmabuf, subpage_ranges_are_refused_and_map_nothing)
 /*
  * Without IOMMU_IOAS_MAP_DMABUF_MOVE a buffer is pinned: the exporter cannot
  * move it (EBUSY) and the mapping stays; the flag is refused for exporters
- * that cannot move buffers (udmabuf, a revoke-only buffer) and for memfds.
+ * that cannot move buffers (udmabuf, a revoke-only buffer) and for memfds,
+ * and a mapping made with it cannot be copied to another IOAS.
  */
 TEST_F(iommufd_dmabuf, pinned_unless_mapped_to_follow_moves)
 {
 	static const unsigned int pg[] = { 0 };
 	const size_t len = 8 * PAGE;
+	struct iommu_ioas_alloc ioas2 = { .size = sizeof(ioas2) };
+	struct iommu_ioas_copy copy = {
+		.size = sizeof(copy),
+		.flags = IOMMU_IOAS_MAP_READABLE,
+		.src_ioas_id = self->ioas_id,
+		.length = len,
+	};
 	struct dmabuf_test_stats st;
 	unsigned char *expect;
 	int ctl, dfd, rfd, ufd;
@@ -722,6 +730,18 @@ TEST_F(iommufd_dmabuf, pinned_unless_mapped_to_follow_moves)
 	ASSERT_EQ(0, texp_stats(ctl, dfd, &st));
 	EXPECT_EQ(1, st.unpins);
 	EXPECT_EQ(0, texp_op(ctl, DMABUF_TEST_IOC_MIGRATE, dfd, 0));
+
+	/* a pinned mapping can be copied to another IOAS, a moving one not */
+	ASSERT_EQ(0, ioctl(self->fd, IOMMU_IOAS_ALLOC, &ioas2));
+	ASSERT_EQ(0, map_file(self->fd, self->ioas_id, dfd, len, &iova));
+	copy.src_iova = iova;
+	copy.dst_ioas_id = ioas2.out_ioas_id;
+	EXPECT_EQ(0, ioctl(self->fd, IOMMU_IOAS_COPY, &copy));
+	ASSERT_EQ(0, unmap_iova(self->fd, self->ioas_id, iova, len));
+	ASSERT_EQ(0, map_file_move(self->fd, self->ioas_id, dfd, len, &iova));
+	copy.src_iova = iova;
+	EXPECT_ERRNO(EINVAL, ioctl(self->fd, IOMMU_IOAS_COPY, &copy));
+	ASSERT_EQ(0, unmap_iova(self->fd, self->ioas_id, iova, len));
 
 	rfd = texp_create(ctl, len, DMABUF_TEST_F_REVOKE_ONLY);
 	ASSERT_LE(0, rfd);
