@@ -172,6 +172,26 @@ static int md_read(int fd, __u32 hwpt_id, __u64 iova, size_t len, void *buf)
 	return ioctl(fd, IOMMU_TEST_CMD, &cmd);
 }
 
+static int access_create(int fd, __u32 ioas_id);
+static int access_rw(int fd, int afd, __u64 iova, void *buf, size_t len,
+		     int write);
+
+/* Do the @len bytes at @iova read, through a new access, what @expect holds? */
+static int access_read_is(int fd, __u32 ioas_id, __u64 iova,
+			  const void *expect, size_t len)
+{
+	unsigned char *buf = malloc(len);
+	int afd = access_create(fd, ioas_id);
+	int ret = -1;
+
+	if (buf && afd >= 0 && !access_rw(fd, afd, iova, buf, len, 0))
+		ret = memcmp(buf, expect, len) ? 1 : 0;
+	if (afd >= 0)
+		close(afd);
+	free(buf);
+	return ret;
+}
+
 /* A second mock domain on the IOAS: its hwpt, or 0. */
 static __u32 add_domain(int fd, __u32 ioas_id)
 {
@@ -237,7 +257,8 @@ TEST_F(iommufd_dmabuf, udmabuf_one_page)
 /*
  * Pages of the memfd out of order are four physical ranges: each IOVA page
  * leads to the memfd page at that offset of the udmabuf, in the domain that
- * was there at the map and in one attached afterwards.
+ * was there at the map and in one attached afterwards, and an in-kernel
+ * access reads the same.
  */
 TEST_F(iommufd_dmabuf, udmabuf_scattered_pages_map_at_their_offsets)
 {
@@ -274,6 +295,8 @@ TEST_F(iommufd_dmabuf, udmabuf_scattered_pages_map_at_their_offsets)
 	}
 	EXPECT_EQ(0, domains_read(self->fd, hwpt, 2, iova, expect,
 				  sizeof(expect)));
+	EXPECT_EQ(0, access_read_is(self->fd, self->ioas_id, iova, expect,
+				    sizeof(expect)));
 	close(dfd);
 }
 
@@ -297,7 +320,7 @@ TEST_F(iommufd_dmabuf, udmabuf_same_page_twice_maps_both)
 /*
  * A system heap buffer (pages of mixed orders): the whole buffer and a
  * slice of it that starts inside a range map every IOVA to the bytes at
- * its offset, through two domains.
+ * its offset, through two domains and an in-kernel access.
  */
 TEST_F(iommufd_dmabuf, heap_buffer_maps_every_page_at_its_offset)
 {
@@ -331,11 +354,14 @@ TEST_F(iommufd_dmabuf, heap_buffer_maps_every_page_at_its_offset)
 
 	ASSERT_EQ(0, map_file(self->fd, self->ioas_id, alloc.fd, len, &iova));
 	EXPECT_EQ(0, domains_read(self->fd, hwpt, 2, iova, p, len));
+	EXPECT_EQ(0, access_read_is(self->fd, self->ioas_id, iova, p, len));
 
 	slice.fd = alloc.fd;
 	ASSERT_EQ(0, ioctl(self->fd, IOMMU_IOAS_MAP_FILE, &slice));
 	EXPECT_EQ(0, domains_read(self->fd, hwpt, 2, slice.iova,
 				  p + slice.start, slice.length));
+	EXPECT_EQ(0, access_read_is(self->fd, self->ioas_id, slice.iova + 100,
+				    p + slice.start + 100, slice.length - 200));
 	/* and not what the start of the buffer holds */
 	EXPECT_EQ(1, domains_read(self->fd, hwpt, 1, slice.iova, p,
 				  slice.length));
@@ -597,7 +623,9 @@ TEST_F(iommufd_dmabuf, texp_moves_under_access_reads_never_show_poison)
 /*
  * A buffer in device memory (a BAR slice, one range marked MMIO): mapped,
  * evicted to system memory and brought back, each time the domains and an
- * access reach the contents, wherever they are.
+ * access reach the contents, wherever they are.  It takes the start of the
+ * BAR, so this program runs before dmabuf_devmem (tests/list), whose data
+ * there the host checks after the boot.
  */
 TEST_F(iommufd_dmabuf, texp_devmem_buffer_follows_evictions_and_returns)
 {
