@@ -400,20 +400,25 @@ static int access_rw(int fd, int afd, __u64 iova, void *buf, size_t len,
 }
 
 /*
- * After a move the new ranges are mapped by a work item: wait (at most 10 s)
- * until the domain @hwpt_id translates @iova again.
+ * After a move the new ranges are mapped by a work item, page by page and
+ * domain by domain: wait (at most 10 s) until the domain @hwpt_id translates
+ * all of [@iova, @iova + @len) again.
  */
-static int md_wait_mapped(int fd, __u32 hwpt_id, __u64 iova)
+static int md_wait_mapped(int fd, __u32 hwpt_id, __u64 iova, size_t len)
 {
-	unsigned char b[64];
+	unsigned char *b = malloc(len);
 	double end = now_sec() + 10;
+	int ret = 0;
 
-	while (md_read(fd, hwpt_id, iova, sizeof(b), b)) {
-		if (errno != ENOENT || now_sec() > end)
-			return -1;
+	while (!b || md_read(fd, hwpt_id, iova, len, b)) {
+		if (!b || errno != ENOENT || now_sec() > end) {
+			ret = -1;
+			break;
+		}
 		usleep(1000);
 	}
-	return 0;
+	free(b);
+	return ret;
 }
 
 /* A test exporter buffer of @len bytes holding fill_pattern(@seed). */
@@ -518,7 +523,8 @@ TEST_F(iommufd_dmabuf, texp_move_remaps_every_domain_to_the_new_pages)
 	for (int i = 0; i < 3; i++) {
 		ASSERT_EQ(0, texp_op(ctl, DMABUF_TEST_IOC_MIGRATE, dfd, 0));
 		for (int d = 0; d < 2; d++)
-			ASSERT_EQ(0, md_wait_mapped(self->fd, hwpt[d], iova));
+			ASSERT_EQ(0, md_wait_mapped(self->fd, hwpt[d], iova,
+						    len));
 		EXPECT_EQ(0, domains_read(self->fd, hwpt, 2, iova, expect,
 					  len));
 	}
@@ -609,7 +615,7 @@ TEST_F(iommufd_dmabuf, texp_moves_under_access_reads_never_show_poison)
 	EXPECT_LT(10, m.moves);
 	EXPECT_EQ(0, errors);
 	EXPECT_EQ(0, bad);
-	ASSERT_EQ(0, md_wait_mapped(self->fd, self->hwpt_id, iova));
+	ASSERT_EQ(0, md_wait_mapped(self->fd, self->hwpt_id, iova, len));
 	EXPECT_EQ(0, domains_read(self->fd, &self->hwpt_id, 1, iova, expect,
 				  len));
 	EXPECT_EQ(0, texp_op(m.ctl, DMABUF_TEST_IOC_CHECK_RETIRED, m.dfd, 0));
@@ -661,7 +667,8 @@ TEST_F(iommufd_dmabuf, texp_devmem_buffer_follows_evictions_and_returns)
 	for (unsigned int i = 0; i < 2; i++) {
 		ASSERT_EQ(0, texp_op(ctl, DMABUF_TEST_IOC_MIGRATE, dfd, 0));
 		for (int d = 0; d < 2; d++)
-			ASSERT_EQ(0, md_wait_mapped(self->fd, hwpt[d], iova));
+			ASSERT_EQ(0, md_wait_mapped(self->fd, hwpt[d], iova,
+						    len));
 		EXPECT_EQ(0, domains_read(self->fd, hwpt, 2, iova, expect,
 					  len));
 		fill_pattern(expect, len, 9 + i);
@@ -902,7 +909,7 @@ TEST_F(iommufd_dmabuf, moves_race_map_unmap_domains_and_close)
 	TH_LOG("%u moves, %u rounds", m.moves, rounds);
 	EXPECT_EQ(0, m.err);
 	EXPECT_LT(10, m.moves);
-	ASSERT_EQ(0, md_wait_mapped(self->fd, self->hwpt_id, iova));
+	ASSERT_EQ(0, md_wait_mapped(self->fd, self->hwpt_id, iova, len));
 	EXPECT_EQ(0, domains_read(self->fd, &self->hwpt_id, 1, iova, expect,
 				  len));
 	free(expect);
