@@ -90,7 +90,7 @@ kernel-profile: tree
 
 tools: $(TEST_BINS) $(TOOL_BINS)
 
-$(GUEST)/tests/%: tests/%.c tests/util.h tests/texp.h $(LIB_SRC) $(LIB_HDR) | tree
+$(GUEST)/tests/%: tests/%.c tests/util.h tests/texp.h tests/stack.h $(LIB_SRC) $(LIB_HDR) | tree
 	@mkdir -p $(@D)
 	$(CC) $(USER_CFLAGS) $(HARNESS) -o $@ $< $(LIB_SRC) -luring -lpthread
 

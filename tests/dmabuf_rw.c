@@ -1727,10 +1727,10 @@ TEST_F(passthru, refusals_change_nothing)
 	const unsigned int max = self->max_bytes;
 	struct io_uring_sqe *sqe;
 	struct io_uring_cqe *cqe;
-	char name[32], path[64];
+	char name[32], path[64], ctrl[32];
 	struct buf_pair p;
 	struct iovec iov;
-	int ro, ngro, other, c, n;
+	int ro, ngro, other;
 	void *pbuf;
 
 	ASSERT_GE(size, 2 * (size_t)max);
@@ -1764,8 +1764,7 @@ TEST_F(passthru, refusals_change_nothing)
 
 	/* a command through another namespace's generic device */
 	nvme_ns_name(3, name, sizeof(name));
-	ASSERT_EQ(2, sscanf(name, "nvme%dn%d", &c, &n));
-	snprintf(path, sizeof(path), "/dev/ng%dn%d", c, n);
+	nvme_disk_ng(name, path, sizeof(path));
 	other = open(path, O_RDONLY);
 	ASSERT_LE(0, other) TH_LOG("%s: %s", path, strerror(errno));
 	EXPECT_EQ(-EBADF, nvme_io_one(&self->ring, 0, other, 3,
@@ -1773,7 +1772,8 @@ TEST_F(passthru, refusals_change_nothing)
 	close(other);
 
 	/* a command through the controller's admin device (Identify) */
-	snprintf(path, sizeof(path), "/dev/nvme%d", c);
+	nvme_disk_ctrl(name, ctrl, sizeof(ctrl));
+	snprintf(path, sizeof(path), "/dev/%s", ctrl);
 	other = open(path, O_RDONLY);
 	ASSERT_LE(0, other) TH_LOG("%s: %s", path, strerror(errno));
 	sqe = io_uring_get_sqe(&self->ring);

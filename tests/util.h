@@ -23,41 +23,110 @@
 
 #include "dmabufrw.h"
 
+/* The serial of the VM runner's NVMe controller (scripts/run-vm). */
+#define NVME_SERIAL	"dmabufrw0"
+
+/* Read a small sysfs or proc file into @buf; returns its length or -1. */
+static inline int read_text(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY), n;
+
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, size - 1);
+	close(fd);
+	if (n < 0)
+		return -1;
+	buf[n] = 0;
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+		buf[--n] = 0;
+	return n;
+}
+
 /*
- * The disk name of namespace @nsid of the lowest-numbered NVMe controller
- * that has one, in @name.  Looked up every time: a controller that a test
- * removed and rescanned may come back under another number while the old
- * one is still referenced, and the namespaces of a controller are named in
- * the order their scans finish, not by NSID.
+ * The disk name of namespace @nsid of the NVMe controller (or, for a
+ * multipath head, subsystem) with serial @serial, in @name; "" if there is
+ * none.  Looked up every time: the driver probes controllers in parallel,
+ * so their numbers vary from boot to boot; a controller that a test removed
+ * and rescanned may come back under another number while the old one is
+ * still referenced (the lowest number wins); and the namespaces of a
+ * controller are named in the order their scans finish, not by NSID.
  */
-static inline void nvme_ns_name(unsigned int nsid, char *name, size_t size)
+static inline void nvme_serial_ns_name(const char *serial, unsigned int nsid,
+				       char *name, size_t size)
 {
 	DIR *d = opendir("/sys/block");
 	struct dirent *e;
-	int best = -1, best_n = 1;
+	int best = -1, best_n = 0;
 
 	while (d && (e = readdir(d))) {
-		char path[300], rest;
-		unsigned int id = 0;
+		char path[300], buf[64], rest;
 		int c, n;
-		FILE *f;
 
 		if (sscanf(e->d_name, "nvme%dn%d%c", &c, &n, &rest) != 2 ||
 		    (best >= 0 && c >= best))
 			continue;
 		snprintf(path, sizeof(path), "/sys/block/%s/nsid", e->d_name);
-		f = fopen(path, "r");
-		if (!f)
+		if (read_text(path, buf, sizeof(buf)) < 0 ||
+		    strtoul(buf, NULL, 0) != nsid)
 			continue;
-		if (fscanf(f, "%u", &id) == 1 && id == nsid) {
-			best = c;
-			best_n = n;
-		}
-		fclose(f);
+		snprintf(path, sizeof(path), "/sys/block/%s/device/serial",
+			 e->d_name);
+		if (read_text(path, buf, sizeof(buf)) < 0 || strcmp(buf, serial))
+			continue;
+		best = c;
+		best_n = n;
 	}
 	if (d)
 		closedir(d);
-	snprintf(name, size, "nvme%dn%d", best < 0 ? 0 : best, best < 0 ? (int)nsid : best_n);
+	if (best < 0)
+		snprintf(name, size, "%s", "");
+	else
+		snprintf(name, size, "nvme%dn%d", best, best_n);
+}
+
+/*
+ * The disk name of namespace @nsid of the VM runner's controller; while it
+ * has none (a test removed the controller), a name no disk has, so that
+ * paths made of it do not exist.
+ */
+static inline void nvme_ns_name(unsigned int nsid, char *name, size_t size)
+{
+	nvme_serial_ns_name(NVME_SERIAL, nsid, name, size);
+	if (!*name)
+		snprintf(name, size, "nvme-absent-n%u", nsid);
+}
+
+/*
+ * The name of the controller of NVMe disk @disk ("nvme1" for the disk
+ * nvme0n1 of controller nvme1: with NVMe multipath, disk names number
+ * subsystems, not controllers), in @ctrl; "" if it has none.
+ */
+static inline void nvme_disk_ctrl(const char *disk, char *ctrl, size_t size)
+{
+	char path[300], link[300], *base;
+	ssize_t len;
+
+	snprintf(path, sizeof(path), "/sys/block/%s/device", disk);
+	len = readlink(path, link, sizeof(link) - 1);
+	link[len > 0 ? len : 0] = 0;
+	base = strrchr(link, '/') ? strrchr(link, '/') + 1 : link;
+	snprintf(ctrl, size, "%.*s", (int)size - 1, base);
+}
+
+/*
+ * The generic character device of NVMe disk @disk in @path: "/dev/ngCnN"
+ * for controller C's namespace disk nvmeXnN.
+ */
+static inline void nvme_disk_ng(const char *disk, char *path, size_t size)
+{
+	char ctrl[64];
+	int x = 0, n = 1, c = 0;
+
+	nvme_disk_ctrl(disk, ctrl, sizeof(ctrl));
+	sscanf(disk, "nvme%dn%d", &x, &n);
+	sscanf(ctrl, "nvme%d", &c);
+	snprintf(path, size, "/dev/ng%dn%d", c, n);
 }
 
 /* The emulated NVMe namespace the VM runner attaches: NSID 1. */
@@ -203,23 +272,6 @@ static inline double now_sec(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* Read a small sysfs or proc file into @buf; returns its length or -1. */
-static inline int read_text(const char *path, char *buf, size_t size)
-{
-	int fd = open(path, O_RDONLY), n;
-
-	if (fd < 0)
-		return -1;
-	n = read(fd, buf, size - 1);
-	close(fd);
-	if (n < 0)
-		return -1;
-	buf[n] = 0;
-	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-		buf[--n] = 0;
-	return n;
-}
-
 /* Write @text to a sysfs, proc or cgroup file; returns 0 or -errno. */
 static inline int write_text(const char *path, const char *text)
 {
@@ -331,8 +383,7 @@ static inline long long nvme_io_interrupts(void)
 
 	if (!f)
 		return -1;
-	snprintf(ctrl, sizeof(ctrl), "%s", nvme_name());
-	*strrchr(ctrl, 'n') = 0;	/* nvme0n1 -> nvme0 */
+	nvme_disk_ctrl(nvme_name(), ctrl, sizeof(ctrl) - 1);
 	strcat(ctrl, "q");
 	while (fgets(line, sizeof(line), f)) {
 		char *name = strrchr(line, ' '), *p = strchr(line, ':');
@@ -524,16 +575,14 @@ static inline int fixed_io_batch(struct io_uring *ring, int write, int fd,
 }
 
 /*
- * The namespace's generic character device ("/dev/ng0n1" for nvme0n1),
- * which takes NVMe passthrough commands.
+ * The namespace's generic character device ("/dev/ng0n1" for nvme0n1 of
+ * controller nvme0), which takes NVMe passthrough commands.
  */
 static inline const char *nvme_ng_dev(void)
 {
 	static char path[64];
-	int c = 0, n = 1;
 
-	sscanf(nvme_name(), "nvme%dn%d", &c, &n);
-	snprintf(path, sizeof(path), "/dev/ng%dn%d", c, n);
+	nvme_disk_ng(nvme_name(), path, sizeof(path));
 	return path;
 }
 
