@@ -34,6 +34,7 @@
 #include "kselftest_harness.h"
 #include "util.h"
 #include "texp.h"
+#include "stack.h"
 #include "dmabufrw.h"
 
 #define MiB		(1024UL * 1024)
@@ -700,6 +701,80 @@ TEST_F_TIMEOUT(texp, polled_passthru_migration_storm_loses_no_data_and_no_dma_is
 	migration_storm(_metadata, self->ctl, self->dbuf, self->fd,
 			variant->flags ? "revoke-only" : "dynamic",
 			STORM_PASSTHRU_POLLED);
+}
+
+/*
+ * The storm through md arrays over the test VM's member controllers
+ * (tests/stack.h): RAID0 over the four members in 64 KiB chunks, so that
+ * the I/O is split across members, each with its own mapping that every
+ * migration invalidates; and RAID1 over two, whose writes go to both
+ * mirrors and whose reads to either, so that one mirror's mapping can be
+ * invalidated while the other's part of the write is done: the whole write
+ * is issued again, and none may fail.  The exporter's counters cover the
+ * attachments of all members: each is balanced, no member's mapping
+ * outlived an invalidation, and the poison of every retired backing is
+ * intact.
+ */
+FIXTURE(texp_stack) {
+	struct md_array md;
+	int fd, ctl, dbuf;
+};
+
+FIXTURE_VARIANT(texp_stack) {
+	int level;
+	int members;
+};
+
+FIXTURE_VARIANT_ADD(texp_stack, md_raid0) {
+	.level = 0,
+	.members = STACK_MEMBERS,
+};
+
+FIXTURE_VARIANT_ADD(texp_stack, md_raid1) {
+	.level = 1,
+	.members = 2,
+};
+
+FIXTURE_SETUP(texp_stack)
+{
+	dev_t member[STACK_MEMBERS];
+	int i;
+
+	self->md.fd = self->fd = self->dbuf = self->ctl = -1;
+	for (i = 0; i < variant->members; i++) {
+		member[i] = member_devt(i);
+		if (!member[i])
+			SKIP(return, "no member controller %d (scripts/run-vm test mode)", i);
+	}
+	REQUIRE_DMABUF_IO();
+	self->ctl = texp_open();
+	if (self->ctl == -ENOENT)
+		SKIP(return, "no %s (CONFIG_DMABUF_TEST_EXPORTER)", TEXP_DEV);
+	ASSERT_LE(0, self->ctl);
+	ASSERT_EQ(0, md_create(&self->md, variant->level, member,
+			       variant->members, 64 * 1024));
+	self->fd = open(self->md.path, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, prefill_read_area(self->fd));
+	self->dbuf = texp_create(self->ctl, BUF_SIZE, 0);
+	ASSERT_LE(0, self->dbuf);
+}
+
+FIXTURE_TEARDOWN(texp_stack)
+{
+	if (self->fd >= 0)
+		close(self->fd);
+	if (self->dbuf >= 0)
+		close(self->dbuf);
+	if (self->ctl >= 0)
+		close(self->ctl);
+	EXPECT_EQ(0, md_stop(&self->md));
+}
+
+TEST_F_TIMEOUT(texp_stack, migration_storm_loses_no_data_and_no_dma_is_stale, 3600)
+{
+	migration_storm(_metadata, self->ctl, self->dbuf, self->fd,
+			variant->level ? "md_raid1" : "md_raid0", STORM_RW);
 }
 
 /*

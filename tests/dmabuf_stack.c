@@ -7,9 +7,9 @@
  * First, that the rig is what the stacking work relies on: each stack puts
  * the bytes written through it where its layout says, on each member, as
  * read back from the members themselves; the multipath head serves I/O over
- * either path and survives losing one.  Then what a dma-buf registration on
- * a stacked device gets today: each refusal with its errno, and nothing
- * registered.
+ * either path and survives losing one.  Then dma-buf I/O through each
+ * stack, checked in the buffers, through the stacked device and on the
+ * members; and each refused stack with its errno, nothing registered.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -18,7 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <unistd.h>
+#include <linux/dma-buf.h>
 #include <linux/fs.h>
 #include <liburing.h>
 
@@ -275,33 +277,34 @@ TEST_F(stack, multipath_head_serves_io_without_one_path)
 }
 
 /*
- * A dma-buf registration with the stacked device @path as target:
- * EOPNOTSUPP, the errno of a device that cannot do dma-buf I/O, and the
- * slot stays empty.
+ * A dma-buf registration with the stacked device @path as target: @err,
+ * and the slot stays empty.
  */
 static void expect_refused(struct __test_metadata *_metadata,
-			   struct io_uring *ring, int ubuf, const char *path)
+			   struct io_uring *ring, int ubuf, const char *path,
+			   int err)
 {
 	int fd = open(path, O_RDWR | O_DIRECT);
 
 	ASSERT_LE(0, fd) TH_LOG("%s: %s", path, strerror(errno));
-	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_register_dmabuf(ring, 0, ubuf, fd))
+	EXPECT_EQ(err, dmabufrw_register_dmabuf(ring, 0, ubuf, fd))
 		TH_LOG("%s", path);
 	EXPECT_EQ(-EFAULT, dmabufrw_rw_fixed(ring, false, fd, 0, 0, 4096, 0));
 	close(fd);
 }
 
 /*
- * Registrations on stacked devices are refused today: md, dm and NVMe
- * multipath heads have no ->dmabuf_io_create().  A dm-zero device (a
- * target that fills reads with the CPU) must stay refused for good.
+ * Stacks whose I/O the CPU would have to touch are refused at
+ * registration with EOPNOTSUPP, the errno of a device that cannot do
+ * dma-buf I/O, and nothing is registered: a dm-zero device (its target
+ * fills reads with the CPU), and a dm-linear device over one, whose
+ * member refuses.
  */
-TEST_F(stack, registration_on_stacked_devices_is_refused)
+TEST_F(stack, registration_on_stacks_the_cpu_would_touch_is_refused)
 {
-	char head[32], path[64], params[64];
+	struct dm_dev zero, lin;
 	struct io_uring ring;
-	struct md_array md;
-	struct dm_dev dm;
+	char params[64];
 	int ubuf, memfd;
 
 	ubuf = dmabufrw_alloc_udmabuf(MiB, &memfd);
@@ -309,28 +312,331 @@ TEST_F(stack, registration_on_stacked_devices_is_refused)
 	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
 	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
 
-	ASSERT_EQ(0, md_create(&md, 0, self->member, 2, CHUNK));
-	expect_refused(_metadata, &ring, ubuf, md.path);
-	EXPECT_EQ(0, md_stop(&md));
-	ASSERT_EQ(0, md_create(&md, 1, self->member, 2, 0));
-	expect_refused(_metadata, &ring, ubuf, md.path);
-	EXPECT_EQ(0, md_stop(&md));
-	snprintf(params, sizeof(params), "%u:%u 0", major(self->member[0]),
-		 minor(self->member[0]));
-	ASSERT_EQ(0, dm_create(&dm, "linear", "linear", 2048, params));
-	expect_refused(_metadata, &ring, ubuf, dm.path);
-	EXPECT_EQ(0, dm_remove(&dm));
-	ASSERT_EQ(0, dm_create(&dm, "zero", "zero", 2048, ""));
-	expect_refused(_metadata, &ring, ubuf, dm.path);
-	EXPECT_EQ(0, dm_remove(&dm));
-	mpath_name(head, sizeof(head));
-	ASSERT_NE(0, *head);
-	snprintf(path, sizeof(path), "/dev/%s", head);
-	expect_refused(_metadata, &ring, ubuf, path);
+	ASSERT_EQ(0, dm_create(&zero, "zero", "zero", 2048, ""));
+	expect_refused(_metadata, &ring, ubuf, zero.path, -EOPNOTSUPP);
+	snprintf(params, sizeof(params), "%u:%u 0", major(zero.devt),
+		 minor(zero.devt));
+	ASSERT_EQ(0, dm_create(&lin, "linear", "linear", 2048, params));
+	expect_refused(_metadata, &ring, ubuf, lin.path, -EOPNOTSUPP);
+	EXPECT_EQ(0, dm_remove(&lin));
+	EXPECT_EQ(0, dm_remove(&zero));
 
 	io_uring_queue_exit(&ring);
 	close(ubuf);
 	close(memfd);
+}
+
+/*
+ * dma-buf I/O on each supported stack, assembled afresh for each test:
+ * md RAID0 over the four members (64 KiB chunks), md RAID1 over members 2
+ * and 3, dm-linear over member 1 from 1 MiB on, dm-striped over the four
+ * members (64 KiB chunks), and the NVMe multipath head.  A udmabuf and a
+ * system-heap buffer of BUF_SIZE are registered for the stacked device in
+ * slots 0 and 1.
+ */
+enum layout { STRIPED, MIRRORED, LINEAR, HEAD };
+
+#define BUF_SIZE	(32 * MiB)
+#define LINEAR_START	MiB
+
+FIXTURE(stack_io)
+{
+	int fd[STACK_MEMBERS];
+	struct md_array md;
+	struct dm_dev dm;
+	char path[64];
+	int dev;		/* the stacked device, O_DIRECT */
+	struct io_uring ring;
+	int ubuf, memfd, heap;
+	void *umap, *hmap;
+};
+
+FIXTURE_VARIANT(stack_io)
+{
+	enum layout layout;
+	int md_level;		/* -1: not md */
+	const char *dm_type;
+	int members;		/* devices doing the DMA */
+};
+
+FIXTURE_VARIANT_ADD(stack_io, md_raid0)
+{
+	.layout = STRIPED, .md_level = 0, .members = 4,
+};
+
+FIXTURE_VARIANT_ADD(stack_io, md_raid1)
+{
+	.layout = MIRRORED, .md_level = 1, .members = 2,
+};
+
+FIXTURE_VARIANT_ADD(stack_io, dm_linear)
+{
+	.layout = LINEAR, .md_level = -1, .dm_type = "linear", .members = 1,
+};
+
+FIXTURE_VARIANT_ADD(stack_io, dm_striped)
+{
+	.layout = STRIPED, .md_level = -1, .dm_type = "striped", .members = 4,
+};
+
+FIXTURE_VARIANT_ADD(stack_io, nvme_multipath)
+{
+	.layout = HEAD, .md_level = -1, .members = 2,
+};
+
+FIXTURE_SETUP(stack_io)
+{
+	dev_t member[STACK_MEMBERS];
+	char params[256], name[32];
+	int i, len;
+
+	self->dev = self->ubuf = self->heap = self->memfd = -1;
+	self->md.fd = -1;
+	self->dm.devt = 0;
+	for (i = 0; i < STACK_MEMBERS; i++) {
+		self->fd[i] = -1;
+		member[i] = member_devt(i);
+		if (!member[i])
+			SKIP(return, "no member controller %d (scripts/run-vm test mode)", i);
+	}
+	REQUIRE_DMABUF_IO();
+	for (i = 0; i < STACK_MEMBERS; i++) {
+		char path[64];
+
+		member_name(i, name, sizeof(name));
+		snprintf(path, sizeof(path), "/dev/%s", name);
+		self->fd[i] = open(path, O_RDWR | O_DIRECT);
+		ASSERT_LE(0, self->fd[i]);
+	}
+
+	if (variant->md_level == 0) {
+		ASSERT_EQ(0, md_create(&self->md, 0, member, STACK_MEMBERS, CHUNK));
+	} else if (variant->md_level == 1) {
+		ASSERT_EQ(0, md_create(&self->md, 1, member + 2, 2, 0));
+	} else if (variant->layout == LINEAR) {
+		snprintf(params, sizeof(params), "%u:%u %lu", major(member[1]),
+			 minor(member[1]), LINEAR_START / 512);
+		ASSERT_EQ(0, dm_create(&self->dm, "linear", "linear",
+				       BUF_SIZE / 512, params));
+	} else if (variant->layout == STRIPED) {
+		len = snprintf(params, sizeof(params), "%d %lu", STACK_MEMBERS,
+			       CHUNK / 512);
+		for (i = 0; i < STACK_MEMBERS; i++)
+			len += snprintf(params + len, sizeof(params) - len,
+					" %u:%u 0", major(member[i]),
+					minor(member[i]));
+		ASSERT_EQ(0, dm_create(&self->dm, "striped", "striped",
+				       BUF_SIZE / 512, params));
+	}
+	if (variant->md_level >= 0) {
+		snprintf(self->path, sizeof(self->path), "%s", self->md.path);
+	} else if (variant->dm_type) {
+		snprintf(self->path, sizeof(self->path), "%s", self->dm.path);
+	} else {
+		mpath_name(name, sizeof(name));
+		ASSERT_NE(0, *name) TH_LOG("no multipath head");
+		snprintf(self->path, sizeof(self->path), "/dev/%s", name);
+	}
+	self->dev = open(self->path, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, self->dev) TH_LOG("%s: %s", self->path, strerror(errno));
+
+	self->ubuf = dmabufrw_alloc_udmabuf(BUF_SIZE, &self->memfd);
+	ASSERT_LE(0, self->ubuf);
+	self->umap = mmap(NULL, BUF_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+			  self->memfd, 0);
+	ASSERT_NE(MAP_FAILED, self->umap);
+	self->heap = dmabufrw_alloc_heap("system", BUF_SIZE);
+	ASSERT_LE(0, self->heap);
+	self->hmap = mmap(NULL, BUF_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+			  self->heap, 0);
+	ASSERT_NE(MAP_FAILED, self->hmap);
+	ASSERT_EQ(0, io_uring_queue_init(64, &self->ring, 0));
+	ASSERT_EQ(0, io_uring_register_buffers_sparse(&self->ring, 2));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 0, self->ubuf,
+					      self->dev)) TH_LOG("%s", self->path);
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->ring, 1, self->heap,
+					      self->dev));
+}
+
+FIXTURE_TEARDOWN(stack_io)
+{
+	int i;
+
+	io_uring_queue_exit(&self->ring);
+	if (self->dev >= 0)
+		close(self->dev);
+	if (self->ubuf >= 0)
+		close(self->ubuf);
+	if (self->memfd >= 0)
+		close(self->memfd);
+	if (self->heap >= 0)
+		close(self->heap);
+	for (i = 0; i < STACK_MEMBERS; i++)
+		if (self->fd[i] >= 0)
+			close(self->fd[i]);
+	/* the ring's registrations go with its exit work */
+	EXPECT_EQ(0, md_stop(&self->md));
+	EXPECT_EQ(0, dm_remove(&self->dm));
+}
+
+/*
+ * @len bytes at @off of the stacked device, read back from where the layout
+ * puts them on the members: -1 if they hold the pattern of @seed.
+ */
+static long check_members(FIXTURE_DATA(stack_io) *self, enum layout layout,
+			  uint64_t off, size_t len, uint64_t seed)
+{
+	long bad;
+
+	switch (layout) {
+	case STRIPED:
+		return check_striped(self->fd, STACK_MEMBERS, off, len, seed);
+	case MIRRORED:
+		bad = pattern_check_fd(self->fd[2], off, len, seed, off);
+		return bad != -1 ? bad :
+		       pattern_check_fd(self->fd[3], off, len, seed, off);
+	case LINEAR:
+		return pattern_check_fd(self->fd[1], LINEAR_START + off, len,
+					seed, off);
+	default:	/* the head's paths have no device node */
+		return -1;
+	}
+}
+
+static long heap_check(FIXTURE_DATA(stack_io) *self, uint64_t off, size_t len,
+		       uint64_t seed, uint64_t pos)
+{
+	long bad;
+
+	dmabufrw_cpu_begin(self->heap, DMA_BUF_SYNC_READ);
+	bad = pattern_check(self->hmap + off, len, seed, pos);
+	dmabufrw_cpu_end(self->heap, DMA_BUF_SYNC_READ);
+	return bad;
+}
+
+/*
+ * Write @n transfers from the udmabuf at queue depth @qd, read them back
+ * into the heap buffer (filled with other bytes first), and check them in
+ * the heap buffer, through the stacked device (O_DIRECT reads of pages)
+ * and on the members.
+ */
+static void round_trip(struct __test_metadata *_metadata,
+		       FIXTURE_DATA(stack_io) *self, enum layout layout,
+		       const struct fixed_io *x, unsigned int n,
+		       unsigned int qd, uint64_t seed)
+{
+	unsigned int i;
+
+	for (i = 0; i < n; i++)
+		pattern_fill(self->umap + x[i].buf_off, x[i].len, seed, x[i].off);
+	ASSERT_EQ(0, fixed_io_batch(&self->ring, true, self->dev, 0, x, n, qd));
+	dmabufrw_cpu_begin(self->heap, DMA_BUF_SYNC_WRITE);
+	memset(self->hmap, 0xee, BUF_SIZE);
+	dmabufrw_cpu_end(self->heap, DMA_BUF_SYNC_WRITE);
+	ASSERT_EQ(0, fixed_io_batch(&self->ring, false, self->dev, 1, x, n, qd));
+	for (i = 0; i < n; i++) {
+		EXPECT_EQ(-1, heap_check(self, x[i].buf_off, x[i].len, seed,
+					 x[i].off))
+			TH_LOG("qd %u transfer %u", qd, i);
+		EXPECT_EQ(-1, pattern_check_fd(self->dev, x[i].off, x[i].len,
+					       seed, x[i].off))
+			TH_LOG("qd %u transfer %u", qd, i);
+		EXPECT_EQ(-1, check_members(self, layout, x[i].off, x[i].len,
+					    seed))
+			TH_LOG("qd %u transfer %u", qd, i);
+	}
+}
+
+/*
+ * Round trips through the stack: transfers of 4 KiB to 16 MiB that start
+ * and end inside chunks and cross chunk and member boundaries, all at once;
+ * then random transfers of 4 KiB to 256 KiB at queue depths 1, 8 and 64.
+ * Each is checked in the buffer it was read into, through the stacked
+ * device and on the members.
+ */
+TEST_F(stack_io, round_trips_cross_chunks_and_members)
+{
+	const struct fixed_io fixed[] = {
+		{ .buf_off = 0, .off = 0, .len = 4 * KiB },
+		{ .buf_off = 4 * KiB, .off = CHUNK - 4 * KiB, .len = 8 * KiB },
+		{ .buf_off = 12 * KiB, .off = 3 * CHUNK + 32 * KiB,
+		  .len = 4 * CHUNK },
+		{ .buf_off = MiB, .off = 5 * MiB + 12 * KiB, .len = MiB },
+		{ .buf_off = 2 * MiB + 8 * KiB, .off = 7 * MiB, .len = 4 * MiB },
+		{ .buf_off = 8 * MiB, .off = 12 * MiB + CHUNK, .len = 16 * MiB },
+	};
+	const unsigned int qds[] = { 1, 8, 64 }, n = 24, slot = 256 * KiB;
+	struct fixed_io x[24];
+	unsigned int q, i;
+
+	round_trip(_metadata, self, variant->layout, fixed, 6, 6, 0x57ac0);
+
+	srandom(0x57ac1);
+	for (q = 0; q < 3; q++) {
+		for (i = 0; i < n; i++) {
+			unsigned int len = (1 + random() % (slot / (4 * KiB))) * 4 * KiB;
+			unsigned int room = (slot - len) / (4 * KiB);
+
+			x[i].len = len;
+			x[i].buf_off = i * slot + (random() % (room + 1)) * 4 * KiB;
+			x[i].off = (q * n + i) * slot +
+				   (random() % (room + 1)) * 4 * KiB;
+		}
+		round_trip(_metadata, self, variant->layout, x, n, qds[q],
+			   0x57ac2 + q);
+	}
+}
+
+/*
+ * The registration is the stacked device's, and it maps the buffer once
+ * for each device that does the DMA: fdinfo shows the slot's context as
+ * stacked with the variant's number of members, and debugfs dma_buf/io
+ * lists a context of the udmabuf for each member controller, mapped once
+ * a write went through each (a multipath head's through one path).
+ */
+TEST_F(stack_io, registration_maps_once_per_member)
+{
+	char line[1024], val[64], path[64];
+	unsigned long ino = file_ino(self->ubuf);
+	const char *dev = strrchr(self->path, '/') + 1;
+	int members = 0, mapped = 0;
+	char *text, *p;
+	FILE *f;
+
+	ASSERT_EQ(0, dmabufrw_slot_fdinfo(0, self->ring.ring_fd, 0, line,
+					  sizeof(line)));
+	ASSERT_EQ(0, dmabufrw_fdinfo_value(line, "state", val, sizeof(val)))
+		TH_LOG("%s", line);
+	EXPECT_STREQ("stacked", val);
+	ASSERT_EQ(0, dmabufrw_fdinfo_value(line, "members", val, sizeof(val)));
+	EXPECT_EQ(variant->members, atoi(val));
+	/* a device-mapper device shows as dm-N, whatever its name */
+	ASSERT_EQ(0, dmabufrw_fdinfo_value(line, "dev", val, sizeof(val)));
+	snprintf(path, sizeof(path), "%s", dev);
+	EXPECT_STREQ(path, val);
+
+	/* a write of the first 4 MiB reaches every member, mirrors included */
+	EXPECT_EQ(4 * MiB, dmabufrw_rw_fixed(&self->ring, true, self->dev, 0,
+					     0, 4 * MiB, 0));
+	f = fopen("/sys/kernel/debug/dma_buf/io", "r");
+	ASSERT_NE(NULL, f);
+	text = calloc(1, 1 << 20);
+	ASSERT_NE(NULL, text);
+	fread(text, 1, (1 << 20) - 1, f);
+	fclose(f);
+	for (p = strtok(text, "\n"); p; p = strtok(NULL, "\n")) {
+		char key[32];
+
+		snprintf(key, sizeof(key), "ino=%lu ", ino);
+		if (!strstr(p, key) || strstr(p, "state=stacked"))
+			continue;
+		members++;
+		mapped += !!strstr(p, "state=mapped");
+	}
+	free(text);
+	EXPECT_EQ(variant->members, members);
+	/* the multipath head sends each I/O down one path */
+	EXPECT_LE(variant->layout == HEAD ? 1 : variant->members, mapped);
 }
 
 TEST_HARNESS_MAIN
