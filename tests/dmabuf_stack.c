@@ -12,8 +12,10 @@
  * members; and each refused stack with its errno, nothing registered.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -324,6 +326,238 @@ TEST_F(stack, registration_on_stacks_the_cpu_would_touch_is_refused)
 	io_uring_queue_exit(&ring);
 	close(ubuf);
 	close(memfd);
+}
+
+/*
+ * A registration outlives the table it was made with.  A dm-linear device
+ * over member 1 takes a registration; then a new table maps it to member
+ * 2, which is not part of the registration: I/O fails with EINVAL and
+ * moves nothing.  Then a zero table, whose target would fill reads with
+ * the CPU: EOPNOTSUPP, nothing moved.  Back on member 1, I/O works again.
+ */
+TEST_F(stack, io_after_a_table_reload_fails_where_the_registration_cannot_go)
+{
+	char params[64];
+	struct io_uring ring;
+	struct dm_dev dm;
+	int ubuf, memfd, fd;
+	void *map;
+
+	ubuf = dmabufrw_alloc_udmabuf(MiB, &memfd);
+	ASSERT_LE(0, ubuf);
+	map = mmap(NULL, MiB, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	ASSERT_NE(MAP_FAILED, map);
+	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
+	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
+	snprintf(params, sizeof(params), "%u:%u 0", major(self->member[1]),
+		 minor(self->member[1]));
+	ASSERT_EQ(0, dm_create(&dm, "reload", "linear", 2048, params));
+	fd = open(dm.path, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 0, ubuf, fd));
+	pattern_fill(map, MiB, 21, 0);
+	ASSERT_EQ(MiB, dmabufrw_rw_fixed(&ring, true, fd, 0, 0, MiB, 0));
+	EXPECT_EQ(-1, pattern_check_fd(self->fd[1], 0, MiB, 21, 0));
+
+	/* member 2 joined after the registration */
+	ASSERT_EQ(0, pattern_fill_fd(self->fd[2], 0, MiB, 22, 0));
+	snprintf(params, sizeof(params), "%u:%u 0", major(self->member[2]),
+		 minor(self->member[2]));
+	ASSERT_EQ(0, dm_reload(&dm, "linear", 2048, params));
+	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&ring, true, fd, 0, 0, MiB, 0));
+	EXPECT_EQ(-1, pattern_check_fd(self->fd[2], 0, MiB, 22, 0));
+	memset(map, 0x5a, MiB);
+	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&ring, false, fd, 0, 0, MiB, 0));
+	EXPECT_EQ(0x5a, ((unsigned char *)map)[0]);
+
+	/* a target the CPU would fill */
+	ASSERT_EQ(0, dm_reload(&dm, "zero", 2048, ""));
+	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&ring, false, fd, 0, 0, MiB, 0));
+	EXPECT_EQ(0x5a, ((unsigned char *)map)[MiB - 1]);
+
+	/* back on the registered member */
+	snprintf(params, sizeof(params), "%u:%u 0", major(self->member[1]),
+		 minor(self->member[1]));
+	ASSERT_EQ(0, dm_reload(&dm, "linear", 2048, params));
+	EXPECT_EQ(MiB, dmabufrw_rw_fixed(&ring, false, fd, 0, 0, MiB, 0));
+	EXPECT_EQ(-1, pattern_check(map, MiB, 21, 0));
+
+	io_uring_queue_exit(&ring);
+	close(fd);
+	munmap(map, MiB);
+	close(ubuf);
+	close(memfd);
+	EXPECT_EQ(0, dm_remove(&dm));
+}
+
+/* The PCI device of one controller of the multipath head, in @bdf. */
+static int mpath_ctrl_bdf(char *bdf, size_t size)
+{
+	char path[300], link[300], buf[64];
+	struct dirent *e;
+	ssize_t n = -1;
+	DIR *d;
+
+	d = opendir("/sys/class/nvme");
+	if (!d)
+		return -1;
+	while ((e = readdir(d)) && n <= 0) {
+		snprintf(path, sizeof(path), "/sys/class/nvme/%s/serial", e->d_name);
+		if (read_text(path, buf, sizeof(buf)) < 0 || strcmp(buf, "dmabufrw-mp"))
+			continue;
+		snprintf(path, sizeof(path), "/sys/class/nvme/%s/device", e->d_name);
+		n = readlink(path, link, sizeof(link) - 1);
+	}
+	closedir(d);
+	if (n <= 0)
+		return -1;
+	link[n] = 0;
+	snprintf(bdf, size, "%s", strrchr(link, '/') + 1);
+	return 0;
+}
+
+struct mpath_reader {
+	struct io_uring ring;
+	int fd;
+	void *map;
+	volatile int stop;
+	unsigned long done, failed, bad_errno, data_errors;
+	int last_errno;
+};
+
+#define MP_SLOT		(64 * KiB)
+#define MP_QD		8
+#define MP_SPAN		(8 * MiB)
+
+/* Queue a read of the head at @off into slot @i of the buffer. */
+static void mpath_read(struct mpath_reader *r, int i, uint64_t off)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+
+	dmabufrw_prep_read_dmabuf(sqe, r->fd, 0, i * MP_SLOT, MP_SLOT, off);
+	sqe->user_data = i;
+}
+
+/* Reads of random 64 KiB blocks at QD 8, each checked, until stopped. */
+static void *mpath_reader_thread(void *arg)
+{
+	struct mpath_reader *r = arg;
+	unsigned int inflight = 0, seed = 7;
+	uint64_t off[MP_QD];
+	struct io_uring_cqe *cqe;
+	int i;
+
+	for (i = 0; i < MP_QD; i++) {
+		off[i] = (rand_r(&seed) % (MP_SPAN / MP_SLOT)) * MP_SLOT;
+		mpath_read(r, i, off[i]);
+		inflight++;
+	}
+	while (inflight) {
+		if (io_uring_submit_and_wait(&r->ring, 1) < 0)
+			break;
+		while (io_uring_peek_cqe(&r->ring, &cqe) == 0) {
+			i = cqe->user_data;
+			if (cqe->res == (int)MP_SLOT) {
+				r->done++;
+				if (pattern_check(r->map + i * MP_SLOT, MP_SLOT, 31,
+						  off[i]) != -1)
+					r->data_errors++;
+			} else {
+				r->failed++;
+				r->last_errno = -cqe->res;
+				if (cqe->res != -ENODEV)
+					r->bad_errno++;
+			}
+			io_uring_cqe_seen(&r->ring, cqe);
+			inflight--;
+			if (r->stop)
+				continue;
+			off[i] = (rand_r(&seed) % (MP_SPAN / MP_SLOT)) * MP_SLOT;
+			mpath_read(r, i, off[i]);
+			inflight++;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * One path of the multipath head is removed under dma-buf reads at QD 8:
+ * the I/O that path had fails over (issued again through the head, down
+ * the other path) and every read completes with its data, or fails with
+ * ENODEV (the path's controller went away under it), and reads go on
+ * over the path left.  The registration is let go before the bus is
+ * rescanned, as the controller that comes back is a new path.
+ */
+TEST_F(stack, multipath_path_removed_under_dmabuf_reads)
+{
+	char head[32], path[64], bdf[64], remove[128];
+	struct mpath_reader r = {};
+	unsigned long before;
+	pthread_t t;
+	int ubuf, memfd, i;
+
+	mpath_name(head, sizeof(head));
+	ASSERT_NE(0, *head);
+	ASSERT_EQ(0, mpath_ctrl_bdf(bdf, sizeof(bdf)));
+	snprintf(path, sizeof(path), "/dev/%s", head);
+	r.fd = open(path, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, r.fd);
+	for (i = 0; i < (int)(MP_SPAN / MiB); i++)
+		ASSERT_EQ(0, pattern_fill_fd(r.fd, i * MiB, MiB, 31, i * MiB));
+	ubuf = dmabufrw_alloc_udmabuf(MP_QD * MP_SLOT, &memfd);
+	ASSERT_LE(0, ubuf);
+	r.map = mmap(NULL, MP_QD * MP_SLOT, PROT_READ | PROT_WRITE, MAP_SHARED,
+		     memfd, 0);
+	ASSERT_NE(MAP_FAILED, r.map);
+	ASSERT_EQ(0, io_uring_queue_init(2 * MP_QD, &r.ring, 0));
+	ASSERT_EQ(0, io_uring_register_buffers_sparse(&r.ring, 1));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&r.ring, 0, ubuf, r.fd));
+
+	ASSERT_EQ(0, pthread_create(&t, NULL, mpath_reader_thread, &r));
+	sleep(1);
+	snprintf(remove, sizeof(remove), "/sys/bus/pci/devices/%s/remove", bdf);
+	EXPECT_EQ(0, write_text(remove, "1"));
+	before = r.done;
+	sleep(2);
+	r.stop = 1;
+	pthread_join(t, NULL);
+	TH_LOG("%lu reads done and checked (%lu after the removal), %lu failed (last errno %d)",
+	       r.done, r.done - before, r.failed, r.last_errno);
+	EXPECT_EQ(0, r.data_errors);
+	EXPECT_EQ(0, r.bad_errno) TH_LOG("errno %d", r.last_errno);
+	EXPECT_LT(before, r.done);
+
+	io_uring_queue_exit(&r.ring);
+	close(r.fd);
+	munmap(r.map, MP_QD * MP_SLOT);
+	close(ubuf);
+	close(memfd);
+	ASSERT_EQ(0, write_text("/sys/bus/pci/rescan", "1"));
+	for (i = 0; i < 200; i++) {
+		char p2[300];
+		int paths = 0;
+		DIR *d = opendir("/sys/class/nvme");
+		struct dirent *e;
+
+		while (d && (e = readdir(d))) {
+			DIR *c;
+			struct dirent *f;
+			int x, y, z;
+
+			snprintf(p2, sizeof(p2), "/sys/class/nvme/%s", e->d_name);
+			c = opendir(p2);
+			while (c && (f = readdir(c)))
+				paths += sscanf(f->d_name, "nvme%dc%dn%d", &x, &y, &z) == 3;
+			if (c)
+				closedir(c);
+		}
+		if (d)
+			closedir(d);
+		if (paths == 2)
+			break;
+		usleep(100000);
+	}
+	EXPECT_GT(200, i) TH_LOG("the removed path did not come back");
 }
 
 /*

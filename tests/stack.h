@@ -239,6 +239,36 @@ static inline int dm_create(struct dm_dev *dm, const char *tag,
 	return blk_devt(dm->path) == dm->devt ? 0 : -ENOENT;
 }
 
+/*
+ * Load a new table of one target into the device and make it live (suspend,
+ * swap, resume): 0 or -errno.
+ */
+static inline int dm_reload(struct dm_dev *dm, const char *type,
+			    unsigned long long sectors, const char *params)
+{
+	char buf[sizeof(struct dm_ioctl) + sizeof(struct dm_target_spec) + 1024];
+	struct dm_target_spec *spec;
+	struct dm_ioctl *io;
+	int err;
+
+	io = dm_ioctl_init(buf, sizeof(buf), dm->name);
+	io->target_count = 1;
+	spec = (struct dm_target_spec *)(buf + sizeof(*io));
+	spec->length = sectors;
+	snprintf(spec->target_type, sizeof(spec->target_type), "%s", type);
+	snprintf((char *)(spec + 1), 1024, "%s", params);
+	err = dm_cmd(DM_TABLE_LOAD, io);
+	if (err)
+		return err;
+	io = dm_ioctl_init(buf, sizeof(buf), dm->name);
+	io->flags = DM_SUSPEND_FLAG;
+	err = dm_cmd(DM_DEV_SUSPEND, io);
+	if (err)
+		return err;
+	io = dm_ioctl_init(buf, sizeof(buf), dm->name);
+	return dm_cmd(DM_DEV_SUSPEND, io);	/* resume: the new table */
+}
+
 /* Remove the device: 0 or -errno. */
 static inline int dm_remove(struct dm_dev *dm)
 {
