@@ -98,14 +98,76 @@ static long check_striped(const int *fds, int n, uint64_t off, size_t len,
 	return -1;
 }
 
+/* The PCI device of one controller of the multipath head, in @bdf. */
+static int mpath_ctrl_bdf(char *bdf, size_t size)
+{
+	char path[300], link[300], buf[64];
+	struct dirent *e;
+	ssize_t n = -1;
+	DIR *d;
+
+	d = opendir("/sys/class/nvme");
+	if (!d)
+		return -1;
+	while ((e = readdir(d)) && n <= 0) {
+		snprintf(path, sizeof(path), "/sys/class/nvme/%s/serial", e->d_name);
+		if (read_text(path, buf, sizeof(buf)) < 0 || strcmp(buf, "dmabufrw-mp"))
+			continue;
+		snprintf(path, sizeof(path), "/sys/class/nvme/%s/device", e->d_name);
+		n = readlink(path, link, sizeof(link) - 1);
+	}
+	closedir(d);
+	if (n <= 0)
+		return -1;
+	link[n] = 0;
+	snprintf(bdf, size, "%s", strrchr(link, '/') + 1);
+	return 0;
+}
+
+/* The paths of the multipath head: disks nvmeXcYnZ under its controllers. */
+static int mpath_paths(void)
+{
+	char path[300], buf[64];
+	struct dirent *e, *f;
+	int paths = 0, x, y, z;
+	DIR *d, *c;
+
+	d = opendir("/sys/class/nvme");
+	while (d && (e = readdir(d))) {
+		snprintf(path, sizeof(path), "/sys/class/nvme/%s/serial", e->d_name);
+		if (read_text(path, buf, sizeof(buf)) < 0 || strcmp(buf, "dmabufrw-mp"))
+			continue;
+		snprintf(path, sizeof(path), "/sys/class/nvme/%s", e->d_name);
+		c = opendir(path);
+		while (c && (f = readdir(c)))
+			paths += sscanf(f->d_name, "nvme%dc%dn%d", &x, &y, &z) == 3;
+		if (c)
+			closedir(c);
+	}
+	if (d)
+		closedir(d);
+	return paths;
+}
+
+/* Rescan the PCI bus and wait up to 20 s for both paths: 0 or -1. */
+static int mpath_rescan(void)
+{
+	if (write_text("/sys/bus/pci/rescan", "1"))
+		return -1;
+	for (int i = 0; i < 200; i++) {
+		if (mpath_paths() == 2)
+			return 0;
+		usleep(100000);
+	}
+	return -1;
+}
+
 /* What the rig gives the stacking tests: four members and a two-path head. */
 TEST_F(stack, members_and_multipath_head_are_present)
 {
-	char head[32], path[300], buf[64];
-	int i, paths = 0;
+	char head[32];
 	uint64_t size;
-	DIR *d;
-	struct dirent *e;
+	int i;
 
 	for (i = 0; i < STACK_MEMBERS; i++) {
 		ASSERT_EQ(0, ioctl(self->fd[i], BLKGETSIZE64, &size));
@@ -113,29 +175,7 @@ TEST_F(stack, members_and_multipath_head_are_present)
 	}
 	mpath_name(head, sizeof(head));
 	ASSERT_NE(0, *head) TH_LOG("no multipath head (CONFIG_NVME_MULTIPATH?)");
-	/* the head's paths: one disk nvmeXcYnZ under each controller */
-	d = opendir("/sys/class/nvme");
-	ASSERT_NE(NULL, d);
-	while ((e = readdir(d))) {
-		DIR *c;
-		struct dirent *f;
-
-		snprintf(path, sizeof(path), "/sys/class/nvme/%s/serial", e->d_name);
-		if (read_text(path, buf, sizeof(buf)) < 0 || strcmp(buf, "dmabufrw-mp"))
-			continue;
-		snprintf(path, sizeof(path), "/sys/class/nvme/%s", e->d_name);
-		c = opendir(path);
-		ASSERT_NE(NULL, c);
-		while ((f = readdir(c))) {
-			int x, y, z;
-
-			if (sscanf(f->d_name, "nvme%dc%dn%d", &x, &y, &z) == 3)
-				paths++;
-		}
-		closedir(c);
-	}
-	closedir(d);
-	EXPECT_EQ(2, paths);
+	EXPECT_EQ(2, mpath_paths());
 }
 
 /* md RAID0 puts chunk k of the array on member k % 4. */
@@ -224,11 +264,8 @@ TEST_F(stack, dm_striped_places_each_chunk_on_its_member)
  */
 TEST_F(stack, multipath_head_serves_io_without_one_path)
 {
-	char head[32], path[300], link[300], remove[400], buf[64];
-	struct dirent *e;
-	ssize_t n = 0;
-	int fd, i;
-	DIR *d;
+	char head[32], path[64], bdf[64], remove[128];
+	int fd;
 
 	mpath_name(head, sizeof(head));
 	ASSERT_NE(0, *head);
@@ -237,42 +274,16 @@ TEST_F(stack, multipath_head_serves_io_without_one_path)
 	ASSERT_LE(0, fd) TH_LOG("%s: %s", path, strerror(errno));
 	ASSERT_EQ(0, pattern_fill_fd(fd, 0, MiB, 15, 0));
 
-	/* the PCI device of one of the head's controllers */
-	d = opendir("/sys/class/nvme");
-	ASSERT_NE(NULL, d);
-	while ((e = readdir(d)) && n <= 0) {
-		snprintf(path, sizeof(path), "/sys/class/nvme/%s/serial", e->d_name);
-		if (read_text(path, buf, sizeof(buf)) < 0 || strcmp(buf, "dmabufrw-mp"))
-			continue;
-		snprintf(path, sizeof(path), "/sys/class/nvme/%s/device", e->d_name);
-		n = readlink(path, link, sizeof(link) - 1);
-	}
-	closedir(d);
-	ASSERT_LT(0, n);
-	link[n] = 0;
-	snprintf(remove, sizeof(remove), "/sys/bus/pci/devices/%s/remove",
-		 strrchr(link, '/') + 1);
+	ASSERT_EQ(0, mpath_ctrl_bdf(bdf, sizeof(bdf)));
+	snprintf(remove, sizeof(remove), "/sys/bus/pci/devices/%s/remove", bdf);
 	ASSERT_EQ(0, write_text(remove, "1"));
+	EXPECT_EQ(1, mpath_paths());
 
 	EXPECT_EQ(-1, pattern_check_fd(fd, 0, MiB, 15, 0));
 	ASSERT_EQ(0, pattern_fill_fd(fd, MiB, MiB, 16, 0));
 	EXPECT_EQ(-1, pattern_check_fd(fd, MiB, MiB, 16, 0));
 
-	ASSERT_EQ(0, write_text("/sys/bus/pci/rescan", "1"));
-	/* both paths again */
-	for (i = 0; i < 200; i++) {
-		FILE *p = popen("ls -d /sys/class/nvme/nvme*/nvme*c*n* | wc -l", "r");
-		int paths = 0;
-
-		ASSERT_NE(NULL, p);
-		if (fscanf(p, "%d", &paths) != 1)
-			paths = 0;
-		pclose(p);
-		if (paths == 2)
-			break;
-		usleep(100000);
-	}
-	EXPECT_GT(200, i) TH_LOG("the removed path did not come back");
+	EXPECT_EQ(0, mpath_rescan()) TH_LOG("the removed path did not come back");
 	EXPECT_EQ(-1, pattern_check_fd(fd, 0, MiB, 15, 0));
 	EXPECT_EQ(-1, pattern_check_fd(fd, MiB, MiB, 16, 0));
 	close(fd);
@@ -388,32 +399,6 @@ TEST_F(stack, io_after_a_table_reload_fails_where_the_registration_cannot_go)
 	close(ubuf);
 	close(memfd);
 	EXPECT_EQ(0, dm_remove(&dm));
-}
-
-/* The PCI device of one controller of the multipath head, in @bdf. */
-static int mpath_ctrl_bdf(char *bdf, size_t size)
-{
-	char path[300], link[300], buf[64];
-	struct dirent *e;
-	ssize_t n = -1;
-	DIR *d;
-
-	d = opendir("/sys/class/nvme");
-	if (!d)
-		return -1;
-	while ((e = readdir(d)) && n <= 0) {
-		snprintf(path, sizeof(path), "/sys/class/nvme/%s/serial", e->d_name);
-		if (read_text(path, buf, sizeof(buf)) < 0 || strcmp(buf, "dmabufrw-mp"))
-			continue;
-		snprintf(path, sizeof(path), "/sys/class/nvme/%s/device", e->d_name);
-		n = readlink(path, link, sizeof(link) - 1);
-	}
-	closedir(d);
-	if (n <= 0)
-		return -1;
-	link[n] = 0;
-	snprintf(bdf, size, "%s", strrchr(link, '/') + 1);
-	return 0;
 }
 
 struct mpath_reader {
@@ -532,32 +517,7 @@ TEST_F(stack, multipath_path_removed_under_dmabuf_reads)
 	munmap(r.map, MP_QD * MP_SLOT);
 	close(ubuf);
 	close(memfd);
-	ASSERT_EQ(0, write_text("/sys/bus/pci/rescan", "1"));
-	for (i = 0; i < 200; i++) {
-		char p2[300];
-		int paths = 0;
-		DIR *d = opendir("/sys/class/nvme");
-		struct dirent *e;
-
-		while (d && (e = readdir(d))) {
-			DIR *c;
-			struct dirent *f;
-			int x, y, z;
-
-			snprintf(p2, sizeof(p2), "/sys/class/nvme/%s", e->d_name);
-			c = opendir(p2);
-			while (c && (f = readdir(c)))
-				paths += sscanf(f->d_name, "nvme%dc%dn%d", &x, &y, &z) == 3;
-			if (c)
-				closedir(c);
-		}
-		if (d)
-			closedir(d);
-		if (paths == 2)
-			break;
-		usleep(100000);
-	}
-	EXPECT_GT(200, i) TH_LOG("the removed path did not come back");
+	EXPECT_EQ(0, mpath_rescan()) TH_LOG("the removed path did not come back");
 }
 
 /*
