@@ -9,7 +9,10 @@
  * namespace 3 and XFS on the whole of namespace 4; every test mounts both
  * and unmounts them at its end, so that the other programs (which remove
  * and reset the controller) never run with a file system mounted, and the
- * host checks both once the VM is done.
+ * host checks both once the VM is done.  The tests run a third time on
+ * ext4 over an md RAID0 of the four member controllers (64 KiB chunks),
+ * which the runner writes striped onto them (scripts/mk-fs-images --raid0):
+ * one registration then maps the buffer once for each member.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -34,15 +37,21 @@
 #include "kselftest_harness.h"
 #include "util.h"
 #include "texp.h"
+#include "stack.h"
 #include "dmabufrw.h"
 
 #define KiB	1024UL
 #define MiB	(1024UL * 1024)
 
+#define RAID0_MNT	"/mnt/raid0"
+#define RAID0_CHUNK	(64 * KiB)
+
 FIXTURE(files) {
 	struct io_uring ring;
 	const char *dir;	/* this variant's file system */
-	const char *other;	/* the other one */
+	const char *other;	/* another one */
+	char fsdev[64];		/* the device under dir */
+	struct md_array md;	/* the RAID0 variant's array */
 	size_t size;
 	int memfd, ubuf, heap;
 	void *umap, *hmap;
@@ -50,22 +59,63 @@ FIXTURE(files) {
 
 FIXTURE_VARIANT(files) {
 	bool ext4;
+	bool raid0;		/* ext4 on md RAID0 */
 };
 
 FIXTURE_VARIANT_ADD(files, ext4) { .ext4 = true };
 FIXTURE_VARIANT_ADD(files, xfs) { .ext4 = false };
+FIXTURE_VARIANT_ADD(files, ext4_on_md_raid0) { .ext4 = true, .raid0 = true };
+
+/* Assemble the members' RAID0 and mount its ext4 at RAID0_MNT. */
+static void raid0_mount(struct __test_metadata *_metadata,
+			FIXTURE_DATA(files) *self)
+{
+	dev_t member[STACK_MEMBERS];
+	int i;
+
+	for (i = 0; i < STACK_MEMBERS; i++) {
+		member[i] = member_devt(i);
+		if (!member[i])
+			SKIP(return, "no member controller %d (scripts/run-vm test mode)", i);
+	}
+	if (access("/sys/module/md_mod/parameters/new_array", W_OK))
+		SKIP(return, "the kernel has no md (CONFIG_BLK_DEV_MD)");
+	ASSERT_EQ(0, md_create(&self->md, 0, member, STACK_MEMBERS, RAID0_CHUNK));
+	/* md_create()'s exclusive open would keep the mount from the array */
+	close(self->md.fd);
+	self->md.fd = open(self->md.path, O_RDWR);
+	ASSERT_LE(0, self->md.fd);
+	mkdir(RAID0_MNT, 0755);
+	if (mount(self->md.path, RAID0_MNT, "ext4", 0, NULL)) {
+		TH_LOG("mount %s: %s", self->md.path, strerror(errno));
+		md_stop(&self->md);
+		ASSERT_TRUE(false);
+	}
+}
 
 static void fs_env_setup(struct __test_metadata *_metadata,
-			FIXTURE_DATA(files) *self, bool ext4)
+			FIXTURE_DATA(files) *self, bool ext4, bool raid0)
 {
+	char name[32];
 	int ret;
 
+	self->md.fd = -1;
+	/* first: a failed setup has no teardown, and this one cleans up */
+	if (raid0)
+		raid0_mount(_metadata, self);
 	ret = mount_ns(3, 1, "ext4", EXT4_MNT, NULL);
 	ASSERT_EQ(0, ret) TH_LOG("mount ext4: %s", strerror(-ret));
 	ret = mount_ns(4, 0, "xfs", XFS_MNT, NULL);
 	ASSERT_EQ(0, ret) TH_LOG("mount xfs: %s", strerror(-ret));
 	self->dir = ext4 ? EXT4_MNT : XFS_MNT;
 	self->other = ext4 ? XFS_MNT : EXT4_MNT;
+	nvme_ns_name(ext4 ? 3 : 4, name, sizeof(name));
+	snprintf(self->fsdev, sizeof(self->fsdev), "/dev/%s%s", name,
+		 ext4 ? "p1" : "");
+	if (raid0) {
+		snprintf(self->fsdev, sizeof(self->fsdev), "%s", self->md.path);
+		self->dir = RAID0_MNT;
+	}
 
 	self->size = 8 * MiB;
 	self->ubuf = dmabufrw_alloc_udmabuf(self->size, &self->memfd);
@@ -93,12 +143,16 @@ static void fs_env_teardown(struct __test_metadata *_metadata,
 	close(self->memfd);
 	EXPECT_EQ(0, umount_busy(EXT4_MNT));
 	EXPECT_EQ(0, umount_busy(XFS_MNT));
+	if (self->md.fd >= 0) {
+		EXPECT_EQ(0, umount_busy(RAID0_MNT));
+		EXPECT_EQ(0, md_stop(&self->md));
+	}
 }
 
 FIXTURE_SETUP(files)
 {
 	REQUIRE_DMABUF_IO();
-	fs_env_setup(_metadata, self, variant->ext4);
+	fs_env_setup(_metadata, self, variant->ext4, variant->raid0);
 }
 
 FIXTURE_TEARDOWN(files)
@@ -148,18 +202,6 @@ static void heap_fill(FIXTURE_DATA(files) *self, int byte)
 	dmabufrw_cpu_begin(self->heap, DMA_BUF_SYNC_WRITE);
 	memset(self->hmap, byte, self->size);
 	dmabufrw_cpu_end(self->heap, DMA_BUF_SYNC_WRITE);
-}
-
-/* The first byte of [@p, @p + @len) that is not @byte, or -1. */
-static long first_not(const void *p, size_t len, int byte)
-{
-	const unsigned char *c = p;
-	size_t i;
-
-	for (i = 0; i < len; i++)
-		if (c[i] != byte)
-			return i;
-	return -1;
 }
 
 /*
@@ -259,7 +301,9 @@ TEST_F(files, round_trip_at_random_offsets_and_queue_depths)
  * completions come from the NVMe poll queues: iomap passes polling on to a
  * dma-buf bio as to a bio of pages.  Then 4 KiB reads of the written file,
  * each one bio, at QD 32: they raise less than a quarter as many
- * interrupts as I/Os, so they were polled.
+ * interrupts as I/Os, so they were polled.  md has no polled I/O: on
+ * RAID0 a polled read fails with EOPNOTSUPP, into a dma-buf as into
+ * memory, and moves nothing.
  */
 TEST_F(files, round_trip_on_a_polled_ring)
 {
@@ -278,6 +322,28 @@ TEST_F(files, round_trip_on_a_polled_ring)
 	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 2));
 	ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 0, self->ubuf, fd));
 	ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 1, self->heap, fd));
+	if (variant->raid0) {
+		struct io_uring_sqe *sqe;
+		struct io_uring_cqe *cqe;
+		void *mem;
+
+		ASSERT_EQ(0, pattern_fill_fd(fd, 0, 64 * KiB, 0xf011a, 0));
+		heap_fill(self, 0xee);
+		EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&ring, false, fd, 1, 0,
+							 64 * KiB, 0));
+		dmabufrw_cpu_begin(self->heap, DMA_BUF_SYNC_READ);
+		EXPECT_EQ(-1, first_not(self->hmap, 64 * KiB, 0xee));
+		dmabufrw_cpu_end(self->heap, DMA_BUF_SYNC_READ);
+		ASSERT_EQ(0, posix_memalign(&mem, 4096, 64 * KiB));
+		sqe = io_uring_get_sqe(&ring);
+		io_uring_prep_read(sqe, fd, mem, 64 * KiB, 0);
+		ASSERT_EQ(1, io_uring_submit(&ring));
+		ASSERT_EQ(0, io_uring_wait_cqe(&ring, &cqe));
+		EXPECT_EQ(-EOPNOTSUPP, cqe->res);
+		io_uring_cqe_seen(&ring, cqe);
+		free(mem);
+		goto out;
+	}
 	random_round_trips(_metadata, self, &ring, fd, path, 0xf0110);
 
 	/* 1 MiB of the file written anew, then read back 4 KiB at a time */
@@ -297,7 +363,7 @@ TEST_F(files, round_trip_on_a_polled_ring)
 	       irqs);
 	EXPECT_GT(256 / 4, irqs);
 	EXPECT_EQ(-1, heap_check(self, 0, 1 * MiB, 0xf0119, 2 * n * slot));
-
+out:
 	io_uring_queue_exit(&ring);
 	close(fd);
 	unlink(path);
@@ -597,7 +663,8 @@ TEST_F(files, hole_read_without_a_kernel_mapping_fails_with_eopnotsupp)
  * CPU cannot zero device memory that has no kernel mapping: a read that
  * reaches a hole ends short there and one that starts in it fails with
  * EOPNOTSUPP, the BAR past the data untouched.  On the root bus, where
- * peer-to-peer DMA is refused, the registration fails with EOPNOTSUPP.
+ * peer-to-peer DMA is refused, the registration fails with EOPNOTSUPP;
+ * so it does on md RAID0, whose members are all on the root bus.
  */
 TEST_F(files, device_memory_moves_to_and_from_files_and_holes_stay_untouched)
 {
@@ -611,6 +678,9 @@ TEST_F(files, device_memory_moves_to_and_from_files_and_holes_stay_untouched)
 	bool p2p;
 
 	REQUIRE_DEVMEM(p2p);
+	/* the member controllers sit on the root bus: no peer-to-peer */
+	if (variant->raid0)
+		p2p = false;
 	ctl = texp_open();
 	ASSERT_LE(0, ctl) TH_LOG("%s: %s", TEXP_DEV, strerror(-ctl));
 	dbuf = texp_create(ctl, size, DMABUF_TEST_F_DEVMEM);
@@ -762,7 +832,7 @@ TEST_F(files, one_registration_serves_every_file_of_the_file_system)
 {
 	const unsigned int nr = 100, len = 8 * KiB;
 	int fds[100], fd, raw, i;
-	char name[32], dev[64];
+	char name[32];
 
 	for (i = 0; i < (int)nr; i++) {
 		snprintf(name, sizeof(name), "many-%d", i);
@@ -795,9 +865,7 @@ TEST_F(files, one_registration_serves_every_file_of_the_file_system)
 	ASSERT_LE(0, fd);
 	EXPECT_EQ(-EBADF, dmabufrw_rw_fixed(&self->ring, true, fd, 0, 0, len, 0));
 	close(fd);
-	nvme_ns_name(variant->ext4 ? 3 : 4, name, sizeof(name));
-	snprintf(dev, sizeof(dev), "/dev/%s", name);
-	raw = open(dev, O_RDONLY | O_DIRECT);
+	raw = open(self->fsdev, O_RDONLY | O_DIRECT);
 	ASSERT_LE(0, raw);
 	EXPECT_EQ(-EBADF, dmabufrw_rw_fixed(&self->ring, false, raw, 1, 0, len, 0));
 	close(raw);
@@ -828,7 +896,7 @@ TEST_F(files, one_registration_serves_every_file_of_the_file_system)
 TEST_F(files, a_directory_registration_serves_every_file_of_the_file_system)
 {
 	const unsigned int len = 64 * KiB;
-	char sub[64], name[32], dev[64];
+	char sub[64];
 	struct statfs sfs;
 	int dirfd, a, b, fd;
 
@@ -872,9 +940,7 @@ TEST_F(files, a_directory_registration_serves_every_file_of_the_file_system)
 	EXPECT_EQ(-EBADF, dmabufrw_rw_fixed(&self->ring, true, fd, 0, 0, len, 0));
 	close(fd);
 	unlink(fpath(self->other, "not-mine"));
-	nvme_ns_name(variant->ext4 ? 3 : 4, name, sizeof(name));
-	snprintf(dev, sizeof(dev), "/dev/%s%s", name, variant->ext4 ? "p1" : "");
-	fd = open(dev, O_RDONLY | O_DIRECT);
+	fd = open(self->fsdev, O_RDONLY | O_DIRECT);
 	ASSERT_LE(0, fd);
 	EXPECT_EQ(-EBADF, dmabufrw_rw_fixed(&self->ring, false, fd, 1, 0, len, 0));
 	close(fd);
@@ -1223,7 +1289,7 @@ FIXTURE(ext4_modes) {
 FIXTURE_SETUP(ext4_modes)
 {
 	REQUIRE_DMABUF_IO();
-	fs_env_setup(_metadata, &self->f, true);
+	fs_env_setup(_metadata, &self->f, true, false);
 }
 
 FIXTURE_TEARDOWN(ext4_modes)

@@ -583,10 +583,59 @@ enum storm_how {
 	STORM_PASSTHRU_POLLED,	/* the same on IOPOLL rings */
 };
 
+/*
+ * The contexts debugfs' dma_buf/io lists for the dma-buf of inode @ino,
+ * the stacked ones aside: how many, and of their counters the smallest
+ * number of invalidations and the sum of map errors.  -1 if unreadable.
+ */
+struct member_ctxs {
+	int n;
+	unsigned long min_invalidations, map_errors;
+};
+
+static int read_member_ctxs(unsigned long ino, struct member_ctxs *c)
+{
+	unsigned long inval, errs;
+	char line[1024], key[32];
+	const char *p;
+	FILE *f;
+
+	memset(c, 0, sizeof(*c));
+	c->min_invalidations = ~0UL;
+	f = fopen("/sys/kernel/debug/dma_buf/io", "r");
+	if (!f)
+		return -1;
+	snprintf(key, sizeof(key), " ino=%lu ", ino);
+	while (fgets(line, sizeof(line), f)) {
+		if (!strstr(line, key) || strstr(line, "state=stacked"))
+			continue;
+		p = strstr(line, " invalidations=");
+		if (!p || sscanf(p, " invalidations=%lu map_errors=%lu",
+				 &inval, &errs) != 2)
+			continue;
+		c->n++;
+		if (inval < c->min_invalidations)
+			c->min_invalidations = inval;
+		c->map_errors += errs;
+	}
+	fclose(f);
+	return 0;
+}
+
+/*
+ * The storm: a reader and a writer (each its own ring and registration of
+ * @dbuf for @fd) against a migrator, for the exporter's storm time.  With
+ * @members, the target is a stacked device whose registration maps the
+ * buffer on that many member devices: just before the storm stops, each
+ * member's context must have been invalidated (and so remapped) on its
+ * own with no map error, and once the registrations are gone, so must be
+ * every member's context.
+ */
 static void migration_storm(struct __test_metadata *_metadata, int ctl,
 			    int dbuf, int fd, const char *exporter,
-			    enum storm_how how)
+			    enum storm_how how, int members)
 {
+	struct member_ctxs mc = { 0 };
 	const int vectored = how == STORM_VECTORED;
 	const int passthru = how >= STORM_PASSTHRU;
 	const int none[] = { 0 };
@@ -621,6 +670,8 @@ static void migration_storm(struct __test_metadata *_metadata, int ctl,
 	ASSERT_EQ(0, pthread_create(&tm, NULL, migrator_thread, &m));
 	while (now_sec() - t0 < seconds)
 		usleep(100000);
+	if (members)
+		EXPECT_EQ(0, read_member_ctxs(file_ino(dbuf), &mc));
 	stop = 1;
 	pthread_join(tm, NULL);
 	pthread_join(trd, NULL);
@@ -649,6 +700,16 @@ static void migration_storm(struct __test_metadata *_metadata, int ctl,
 			printf("# storm: errno %s=%lu\n", strerrorname_np(e) ?: "?",
 			       rd.by_errno[e] + wr.by_errno[e]);
 	print_invalidation_latency(ctl, dbuf);
+	if (members) {
+		/* the reader's and the writer's registrations share them */
+		printf("# storm: member contexts=%d least invalidated=%lu times, map errors=%lu\n",
+		       mc.n, mc.min_invalidations, mc.map_errors);
+		EXPECT_EQ(members, mc.n);
+		EXPECT_LT(0, mc.min_invalidations);
+		EXPECT_EQ(0, mc.map_errors);
+		EXPECT_EQ(0, read_member_ctxs(file_ino(dbuf), &mc));
+		EXPECT_EQ(0, mc.n) TH_LOG("member contexts left");
+	}
 	fflush(stdout);
 	check_exporter_clean(_metadata, ctl, dbuf);
 	if (ng >= 0)
@@ -662,7 +723,7 @@ static void migration_storm(struct __test_metadata *_metadata, int ctl,
 TEST_F_TIMEOUT(texp, migration_storm_loses_no_data_and_no_dma_is_stale, 3600)
 {
 	migration_storm(_metadata, self->ctl, self->dbuf, self->fd,
-			variant->flags ? "revoke-only" : "dynamic", STORM_RW);
+			variant->flags ? "revoke-only" : "dynamic", STORM_RW, 0);
 }
 
 /*
@@ -675,7 +736,7 @@ TEST_F_TIMEOUT(texp, vectored_migration_storm_loses_no_data_and_no_dma_is_stale,
 {
 	migration_storm(_metadata, self->ctl, self->dbuf, self->fd,
 			variant->flags ? "revoke-only" : "dynamic",
-			STORM_VECTORED);
+			STORM_VECTORED, 0);
 }
 
 /*
@@ -692,7 +753,7 @@ TEST_F_TIMEOUT(texp, passthru_migration_storm_loses_no_data_and_no_dma_is_stale,
 {
 	migration_storm(_metadata, self->ctl, self->dbuf, self->fd,
 			variant->flags ? "revoke-only" : "dynamic",
-			STORM_PASSTHRU);
+			STORM_PASSTHRU, 0);
 }
 
 TEST_F_TIMEOUT(texp, polled_passthru_migration_storm_loses_no_data_and_no_dma_is_stale, 3600)
@@ -700,7 +761,7 @@ TEST_F_TIMEOUT(texp, polled_passthru_migration_storm_loses_no_data_and_no_dma_is
 	REQUIRE_POLL_QUEUES();
 	migration_storm(_metadata, self->ctl, self->dbuf, self->fd,
 			variant->flags ? "revoke-only" : "dynamic",
-			STORM_PASSTHRU_POLLED);
+			STORM_PASSTHRU_POLLED, 0);
 }
 
 /*
@@ -774,7 +835,8 @@ FIXTURE_TEARDOWN(texp_stack)
 TEST_F_TIMEOUT(texp_stack, migration_storm_loses_no_data_and_no_dma_is_stale, 3600)
 {
 	migration_storm(_metadata, self->ctl, self->dbuf, self->fd,
-			variant->level ? "md_raid1" : "md_raid0", STORM_RW);
+			variant->level ? "md_raid1" : "md_raid0", STORM_RW,
+			variant->members);
 }
 
 /*
@@ -1052,7 +1114,7 @@ TEST_F_TIMEOUT(texp_devmem, eviction_storm_between_device_and_system_memory_lose
 		return;
 	}
 	migration_storm(_metadata, self->ctl, self->dbuf, self->fd, "devmem",
-			STORM_RW);
+			STORM_RW, 0);
 }
 
 /*

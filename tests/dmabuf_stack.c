@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,8 +99,8 @@ static long check_striped(const int *fds, int n, uint64_t off, size_t len,
 	return -1;
 }
 
-/* The PCI device of one controller of the multipath head, in @bdf. */
-static int mpath_ctrl_bdf(char *bdf, size_t size)
+/* The PCI device of a controller with serial @serial, in @bdf. */
+static int ctrl_bdf(const char *serial, char *bdf, size_t size)
 {
 	char path[300], link[300], buf[64];
 	struct dirent *e;
@@ -111,7 +112,7 @@ static int mpath_ctrl_bdf(char *bdf, size_t size)
 		return -1;
 	while ((e = readdir(d)) && n <= 0) {
 		snprintf(path, sizeof(path), "/sys/class/nvme/%s/serial", e->d_name);
-		if (read_text(path, buf, sizeof(buf)) < 0 || strcmp(buf, "dmabufrw-mp"))
+		if (read_text(path, buf, sizeof(buf)) < 0 || strcmp(buf, serial))
 			continue;
 		snprintf(path, sizeof(path), "/sys/class/nvme/%s/device", e->d_name);
 		n = readlink(path, link, sizeof(link) - 1);
@@ -274,7 +275,7 @@ TEST_F(stack, multipath_head_serves_io_without_one_path)
 	ASSERT_LE(0, fd) TH_LOG("%s: %s", path, strerror(errno));
 	ASSERT_EQ(0, pattern_fill_fd(fd, 0, MiB, 15, 0));
 
-	ASSERT_EQ(0, mpath_ctrl_bdf(bdf, sizeof(bdf)));
+	ASSERT_EQ(0, ctrl_bdf("dmabufrw-mp", bdf, sizeof(bdf)));
 	snprintf(remove, sizeof(remove), "/sys/bus/pci/devices/%s/remove", bdf);
 	ASSERT_EQ(0, write_text(remove, "1"));
 	EXPECT_EQ(1, mpath_paths());
@@ -309,13 +310,14 @@ static void expect_refused(struct __test_metadata *_metadata,
 /*
  * Stacks whose I/O the CPU would have to touch are refused at
  * registration with EOPNOTSUPP, the errno of a device that cannot do
- * dma-buf I/O, and nothing is registered: a dm-zero device (its target
- * fills reads with the CPU), and a dm-linear device over one, whose
- * member refuses.
+ * dma-buf I/O, and nothing is registered: an md RAID5 array (the CPU
+ * computes its parity), a dm-zero device (its target fills reads with
+ * the CPU), and a dm-linear device over one, whose member refuses.
  */
 TEST_F(stack, registration_on_stacks_the_cpu_would_touch_is_refused)
 {
 	struct dm_dev zero, lin;
+	struct md_array md;
 	struct io_uring ring;
 	char params[64];
 	int ubuf, memfd;
@@ -324,6 +326,10 @@ TEST_F(stack, registration_on_stacks_the_cpu_would_touch_is_refused)
 	ASSERT_LE(0, ubuf);
 	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
 	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
+
+	ASSERT_EQ(0, md_create(&md, 5, self->member, 3, CHUNK));
+	expect_refused(_metadata, &ring, ubuf, md.path, -EOPNOTSUPP);
+	EXPECT_EQ(0, md_stop(&md));
 
 	ASSERT_EQ(0, dm_create(&zero, "zero", "zero", 2048, ""));
 	expect_refused(_metadata, &ring, ubuf, zero.path, -EOPNOTSUPP);
@@ -401,68 +407,131 @@ TEST_F(stack, io_after_a_table_reload_fails_where_the_registration_cannot_go)
 	EXPECT_EQ(0, dm_remove(&dm));
 }
 
-struct mpath_reader {
+/*
+ * I/O of random 64 KiB blocks of the first BG_SPAN bytes of @fd at QD 8,
+ * through slot 0 of @ring, in a thread until stopped: reads, checked
+ * against the pattern of seed 31 the span holds, and with @writes every
+ * other I/O a write of the same bytes (so that the span keeps its
+ * pattern, whichever leg or path a write reached).  A failure with
+ * @ok_errno is allowed, any other is counted in bad_errno.
+ */
+struct bg_io {
 	struct io_uring ring;
 	int fd;
 	void *map;
+	bool writes;
+	int ok_errno;
 	volatile int stop;
-	unsigned long done, failed, bad_errno, data_errors;
+	unsigned long done, writes_done, failed, bad_errno, data_errors;
 	int last_errno;
 };
 
-#define MP_SLOT		(64 * KiB)
-#define MP_QD		8
-#define MP_SPAN		(8 * MiB)
+#define BG_SLOT		(64 * KiB)
+#define BG_QD		8
+#define BG_SPAN		(8 * MiB)
+#define BG_SEED		31
 
-/* Queue a read of the head at @off into slot @i of the buffer. */
-static void mpath_read(struct mpath_reader *r, int i, uint64_t off)
+/* Queue I/O number @n of the loop at @off, in slot @i of the buffer. */
+static void bg_queue(struct bg_io *r, int i, uint64_t off, unsigned long n)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+	bool write = r->writes && n % 2;
 
-	dmabufrw_prep_read_dmabuf(sqe, r->fd, 0, i * MP_SLOT, MP_SLOT, off);
-	sqe->user_data = i;
+	if (write) {
+		pattern_fill(r->map + i * BG_SLOT, BG_SLOT, BG_SEED, off);
+		dmabufrw_prep_write_dmabuf(sqe, r->fd, 0, i * BG_SLOT, BG_SLOT,
+					   off);
+	} else {
+		dmabufrw_prep_read_dmabuf(sqe, r->fd, 0, i * BG_SLOT, BG_SLOT,
+					  off);
+	}
+	sqe->user_data = i | (uint64_t)write << 32;
 }
 
-/* Reads of random 64 KiB blocks at QD 8, each checked, until stopped. */
-static void *mpath_reader_thread(void *arg)
+static void *bg_io_thread(void *arg)
 {
-	struct mpath_reader *r = arg;
+	struct bg_io *r = arg;
 	unsigned int inflight = 0, seed = 7;
-	uint64_t off[MP_QD];
+	unsigned long n = 0;
+	uint64_t off[BG_QD];
 	struct io_uring_cqe *cqe;
+	bool write;
 	int i;
 
-	for (i = 0; i < MP_QD; i++) {
-		off[i] = (rand_r(&seed) % (MP_SPAN / MP_SLOT)) * MP_SLOT;
-		mpath_read(r, i, off[i]);
+	for (i = 0; i < BG_QD; i++) {
+		off[i] = (rand_r(&seed) % (BG_SPAN / BG_SLOT)) * BG_SLOT;
+		bg_queue(r, i, off[i], n++);
 		inflight++;
 	}
 	while (inflight) {
 		if (io_uring_submit_and_wait(&r->ring, 1) < 0)
 			break;
 		while (io_uring_peek_cqe(&r->ring, &cqe) == 0) {
-			i = cqe->user_data;
-			if (cqe->res == (int)MP_SLOT) {
+			i = (uint32_t)cqe->user_data;
+			write = cqe->user_data >> 32;
+			if (cqe->res == (int)BG_SLOT) {
 				r->done++;
-				if (pattern_check(r->map + i * MP_SLOT, MP_SLOT, 31,
-						  off[i]) != -1)
+				r->writes_done += write;
+				if (!write &&
+				    pattern_check(r->map + i * BG_SLOT, BG_SLOT,
+						  BG_SEED, off[i]) != -1)
 					r->data_errors++;
 			} else {
 				r->failed++;
 				r->last_errno = -cqe->res;
-				if (cqe->res != -ENODEV)
+				if (!r->ok_errno || cqe->res != -r->ok_errno)
 					r->bad_errno++;
 			}
 			io_uring_cqe_seen(&r->ring, cqe);
 			inflight--;
 			if (r->stop)
 				continue;
-			off[i] = (rand_r(&seed) % (MP_SPAN / MP_SLOT)) * MP_SLOT;
-			mpath_read(r, i, off[i]);
+			off[i] = (rand_r(&seed) % (BG_SPAN / BG_SLOT)) * BG_SLOT;
+			bg_queue(r, i, off[i], n++);
 			inflight++;
 		}
 	}
 	return NULL;
+}
+
+/*
+ * Fill the loop's span of @r->fd with its pattern, register a udmabuf for
+ * @r->fd in slot 0 of a new ring and start the loop in @t.
+ */
+static void bg_io_start(struct __test_metadata *_metadata, struct bg_io *r,
+			int *ubuf, int *memfd, pthread_t *t)
+{
+	int i;
+
+	for (i = 0; i < (int)(BG_SPAN / MiB); i++)
+		ASSERT_EQ(0, pattern_fill_fd(r->fd, i * MiB, MiB, BG_SEED, i * MiB));
+	*ubuf = dmabufrw_alloc_udmabuf(BG_QD * BG_SLOT, memfd);
+	ASSERT_LE(0, *ubuf);
+	r->map = mmap(NULL, BG_QD * BG_SLOT, PROT_READ | PROT_WRITE, MAP_SHARED,
+		      *memfd, 0);
+	ASSERT_NE(MAP_FAILED, r->map);
+	ASSERT_EQ(0, io_uring_queue_init(2 * BG_QD, &r->ring, 0));
+	ASSERT_EQ(0, io_uring_register_buffers_sparse(&r->ring, 1));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&r->ring, 0, *ubuf, r->fd));
+	ASSERT_EQ(0, pthread_create(t, NULL, bg_io_thread, r));
+}
+
+/* Stop the loop, report it and let its ring and buffer go. */
+static void bg_io_stop(struct __test_metadata *_metadata, struct bg_io *r,
+		       int ubuf, int memfd, pthread_t t, unsigned long before)
+{
+	r->stop = 1;
+	pthread_join(t, NULL);
+	TH_LOG("%lu I/Os done and checked (%lu writes; %lu after the event), %lu failed (last errno %d)",
+	       r->done, r->writes_done, r->done - before, r->failed,
+	       r->last_errno);
+	EXPECT_EQ(0, r->data_errors);
+	EXPECT_EQ(0, r->bad_errno) TH_LOG("errno %d", r->last_errno);
+	EXPECT_LT(before, r->done);
+	io_uring_queue_exit(&r->ring);
+	munmap(r->map, BG_QD * BG_SLOT);
+	close(ubuf);
+	close(memfd);
 }
 
 /*
@@ -476,48 +545,237 @@ static void *mpath_reader_thread(void *arg)
 TEST_F(stack, multipath_path_removed_under_dmabuf_reads)
 {
 	char head[32], path[64], bdf[64], remove[128];
-	struct mpath_reader r = {};
+	struct bg_io r = { .ok_errno = ENODEV };
 	unsigned long before;
+	int ubuf, memfd;
 	pthread_t t;
-	int ubuf, memfd, i;
 
 	mpath_name(head, sizeof(head));
 	ASSERT_NE(0, *head);
-	ASSERT_EQ(0, mpath_ctrl_bdf(bdf, sizeof(bdf)));
+	ASSERT_EQ(0, ctrl_bdf("dmabufrw-mp", bdf, sizeof(bdf)));
 	snprintf(path, sizeof(path), "/dev/%s", head);
 	r.fd = open(path, O_RDWR | O_DIRECT);
 	ASSERT_LE(0, r.fd);
-	for (i = 0; i < (int)(MP_SPAN / MiB); i++)
-		ASSERT_EQ(0, pattern_fill_fd(r.fd, i * MiB, MiB, 31, i * MiB));
-	ubuf = dmabufrw_alloc_udmabuf(MP_QD * MP_SLOT, &memfd);
-	ASSERT_LE(0, ubuf);
-	r.map = mmap(NULL, MP_QD * MP_SLOT, PROT_READ | PROT_WRITE, MAP_SHARED,
-		     memfd, 0);
-	ASSERT_NE(MAP_FAILED, r.map);
-	ASSERT_EQ(0, io_uring_queue_init(2 * MP_QD, &r.ring, 0));
-	ASSERT_EQ(0, io_uring_register_buffers_sparse(&r.ring, 1));
-	ASSERT_EQ(0, dmabufrw_register_dmabuf(&r.ring, 0, ubuf, r.fd));
-
-	ASSERT_EQ(0, pthread_create(&t, NULL, mpath_reader_thread, &r));
+	bg_io_start(_metadata, &r, &ubuf, &memfd, &t);
 	sleep(1);
 	snprintf(remove, sizeof(remove), "/sys/bus/pci/devices/%s/remove", bdf);
 	EXPECT_EQ(0, write_text(remove, "1"));
 	before = r.done;
 	sleep(2);
-	r.stop = 1;
-	pthread_join(t, NULL);
-	TH_LOG("%lu reads done and checked (%lu after the removal), %lu failed (last errno %d)",
-	       r.done, r.done - before, r.failed, r.last_errno);
-	EXPECT_EQ(0, r.data_errors);
-	EXPECT_EQ(0, r.bad_errno) TH_LOG("errno %d", r.last_errno);
-	EXPECT_LT(before, r.done);
-
-	io_uring_queue_exit(&r.ring);
+	bg_io_stop(_metadata, &r, ubuf, memfd, t, before);
 	close(r.fd);
-	munmap(r.map, MP_QD * MP_SLOT);
+	EXPECT_EQ(0, mpath_rescan()) TH_LOG("the removed path did not come back");
+}
+
+/* md's sysfs attribute @attr of array @md in @path. */
+static void md_attr(const struct md_array *md, const char *attr, char *path,
+		    size_t size)
+{
+	snprintf(path, size, "/sys/block/%s/md/%s", strrchr(md->path, '/') + 1,
+		 attr);
+}
+
+/*
+ * One leg of an md RAID1 fails, then is removed from the array, under
+ * dma-buf reads and writes at QD 8: every I/O completes with its data
+ * (a read the failing leg had is read again from the other), and the
+ * leg left holds every write.
+ */
+TEST_F(stack, raid1_serves_dmabuf_io_while_a_leg_fails_and_is_removed)
+{
+	struct bg_io r = { .writes = true };
+	char path[128], text[64];
+	unsigned long before;
+	struct md_array md;
+	int ubuf, memfd, i;
+	pthread_t t;
+
+	ASSERT_EQ(0, md_create(&md, 1, self->member + 2, 2, 0));
+	r.fd = open(md.path, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, r.fd);
+	bg_io_start(_metadata, &r, &ubuf, &memfd, &t);
+	sleep(1);
+	before = r.done;
+	EXPECT_EQ(0, ioctl(md.fd, SET_DISK_FAULTY, self->member[3]))
+		TH_LOG("set faulty: %s", strerror(errno));
+	sleep(1);
+	/* md lets the leg go once its pending I/O is done */
+	for (i = 0; ioctl(md.fd, HOT_REMOVE_DISK, self->member[3]) && i < 100; i++)
+		usleep(20000);
+	EXPECT_GT(100, i) TH_LOG("hot remove: %s", strerror(errno));
+	sleep(1);
+	bg_io_stop(_metadata, &r, ubuf, memfd, t, before);
+
+	md_attr(&md, "degraded", path, sizeof(path));
+	ASSERT_LT(0, read_text(path, text, sizeof(text)));
+	EXPECT_EQ(1, atoi(text));
+	for (i = 0; i < (int)(BG_SPAN / MiB); i++)
+		EXPECT_EQ(-1, pattern_check_fd(self->fd[2], i * MiB, MiB,
+					       BG_SEED, i * MiB));
+	close(r.fd);
+	EXPECT_EQ(0, md_stop(&md));
+}
+
+/*
+ * The controller of one leg of an md RAID1 is removed from the bus under
+ * dma-buf reads and writes at QD 8: the I/O it had fails, md fails the leg
+ * for it and reads again from the other, and every I/O completes with its
+ * data; the leg left holds every write.  The controller comes back on a
+ * rescan, as a new disk.
+ */
+TEST_F(stack, raid1_serves_dmabuf_io_while_a_leg_controller_is_removed)
+{
+	struct bg_io r = { .writes = true };
+	char path[128], text[64], bdf[64];
+	unsigned long before;
+	struct md_array md;
+	int ubuf, memfd, i;
+	pthread_t t;
+
+	ASSERT_EQ(0, ctrl_bdf("dmabufrw-m3", bdf, sizeof(bdf)));
+	ASSERT_EQ(0, md_create(&md, 1, self->member + 2, 2, 0));
+	r.fd = open(md.path, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, r.fd);
+	bg_io_start(_metadata, &r, &ubuf, &memfd, &t);
+	sleep(1);
+	before = r.done;
+	close(self->fd[3]);
+	self->fd[3] = -1;
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/remove", bdf);
+	EXPECT_EQ(0, write_text(path, "1"));
+	sleep(2);
+	bg_io_stop(_metadata, &r, ubuf, memfd, t, before);
+
+	md_attr(&md, "degraded", path, sizeof(path));
+	ASSERT_LT(0, read_text(path, text, sizeof(text)));
+	EXPECT_EQ(1, atoi(text));
+	for (i = 0; i < (int)(BG_SPAN / MiB); i++)
+		EXPECT_EQ(-1, pattern_check_fd(self->fd[2], i * MiB, MiB,
+					       BG_SEED, i * MiB));
+	close(r.fd);
+	EXPECT_EQ(0, md_stop(&md));
+
+	ASSERT_EQ(0, write_text("/sys/bus/pci/rescan", "1"));
+	for (i = 0; i < 200 && !member_devt(3); i++)
+		usleep(100000);
+	EXPECT_NE(0, member_devt(3)) TH_LOG("member 3 did not come back");
+}
+
+/*
+ * A disk added to an md RAID1 after the registration is not one of its
+ * members: a dma-buf write, which RAID1 sends to the new mirror too, fails
+ * with EINVAL, and the new mirror is not failed for it (md would count
+ * the EINVAL as the disk's error and go on without it, reporting a write
+ * that one mirror lacks as done).  Registered again, the buffer writes
+ * both mirrors.
+ */
+TEST_F(stack, raid1_write_to_a_mirror_added_after_registration_fails_with_einval)
+{
+	char path[128], text[64], name[32];
+	struct io_uring ring;
+	struct md_array md;
+	int ubuf, memfd, fd, i;
+	void *map;
+
+	ubuf = dmabufrw_alloc_udmabuf(MiB, &memfd);
+	ASSERT_LE(0, ubuf);
+	map = mmap(NULL, MiB, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	ASSERT_NE(MAP_FAILED, map);
+	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
+	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
+	ASSERT_EQ(0, md_create(&md, 1, self->member + 2, 2, 0));
+	fd = open(md.path, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 0, ubuf, fd));
+	pattern_fill(map, MiB, 51, 0);
+	ASSERT_EQ(MiB, dmabufrw_rw_fixed(&ring, true, fd, 0, 0, MiB, 0));
+
+	/* member 1 replaces member 3, recovering slowly: it takes writes */
+	ASSERT_EQ(0, ioctl(md.fd, SET_DISK_FAULTY, self->member[3]));
+	for (i = 0; ioctl(md.fd, HOT_REMOVE_DISK, self->member[3]) && i < 100; i++)
+		usleep(20000);
+	ASSERT_GT(100, i) TH_LOG("hot remove: %s", strerror(errno));
+	md_attr(&md, "sync_speed_max", path, sizeof(path));
+	ASSERT_EQ(0, write_text(path, "1000"));
+	ASSERT_EQ(0, ioctl(md.fd, HOT_ADD_DISK, self->member[1]))
+		TH_LOG("hot add: %s", strerror(errno));
+	member_name(1, name, sizeof(name));
+	snprintf(path, sizeof(path), "/sys/block/%s/md/dev-%s/slot",
+		 strrchr(md.path, '/') + 1, name);
+	for (i = 0; i < 100; i++) {
+		if (read_text(path, text, sizeof(text)) > 0 && text[0] != 'n')
+			break;
+		usleep(20000);
+	}
+	ASSERT_GT(100, i) TH_LOG("member 1 did not take a slot");
+
+	pattern_fill(map, MiB, 52, 0);
+	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&ring, true, fd, 0, 0, MiB,
+					     2 * MiB));
+	snprintf(path, sizeof(path), "/sys/block/%s/md/dev-%s/state",
+		 strrchr(md.path, '/') + 1, name);
+	ASSERT_LT(0, read_text(path, text, sizeof(text)));
+	EXPECT_EQ(NULL, strstr(text, "faulty")) TH_LOG("member 1: %s", text);
+
+	/* registered again, the buffer writes both mirrors */
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 0, ubuf, fd));
+	EXPECT_EQ(MiB, dmabufrw_rw_fixed(&ring, true, fd, 0, 0, MiB, 2 * MiB));
+	EXPECT_EQ(-1, pattern_check_fd(self->fd[2], 2 * MiB, MiB, 52, 0));
+	EXPECT_EQ(-1, pattern_check_fd(self->fd[1], 2 * MiB, MiB, 52, 0));
+
+	io_uring_queue_exit(&ring);
+	close(fd);
+	munmap(map, MiB);
 	close(ubuf);
 	close(memfd);
-	EXPECT_EQ(0, mpath_rescan()) TH_LOG("the removed path did not come back");
+	EXPECT_EQ(0, md_stop(&md));
+}
+
+/*
+ * An md RAID0 array taken over to RAID5 under a registration (md's
+ * "level" attribute: the data stay where they are, a parity disk missing)
+ * fails dma-buf I/O with EOPNOTSUPP, as RAID5 would have the CPU compute
+ * parity, and moves nothing.
+ */
+TEST_F(stack, io_after_raid0_takes_raid5_fails_with_eopnotsupp)
+{
+	char path[128], text[64];
+	struct io_uring ring;
+	struct md_array md;
+	int ubuf, memfd, fd;
+	void *map;
+
+	ubuf = dmabufrw_alloc_udmabuf(MiB, &memfd);
+	ASSERT_LE(0, ubuf);
+	map = mmap(NULL, MiB, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	ASSERT_NE(MAP_FAILED, map);
+	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
+	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
+	ASSERT_EQ(0, md_create(&md, 0, self->member, STACK_MEMBERS, CHUNK));
+	fd = open(md.path, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 0, ubuf, fd));
+	pattern_fill(map, MiB, 61, 0);
+	ASSERT_EQ(MiB, dmabufrw_rw_fixed(&ring, true, fd, 0, 0, MiB, 0));
+
+	md_attr(&md, "level", path, sizeof(path));
+	ASSERT_EQ(0, write_text(path, "raid5")) TH_LOG("takeover to raid5");
+	ASSERT_LT(0, read_text(path, text, sizeof(text)));
+	ASSERT_STREQ("raid5", text);
+
+	pattern_fill(map, MiB, 62, 0);
+	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&ring, true, fd, 0, 0, MiB, 0));
+	EXPECT_EQ(-1, pattern_check_fd(fd, 0, MiB, 61, 0));
+	memset(map, 0x5a, MiB);
+	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&ring, false, fd, 0, 0, MiB, 0));
+	EXPECT_EQ(-1, first_not(map, MiB, 0x5a));
+
+	io_uring_queue_exit(&ring);
+	close(fd);
+	munmap(map, MiB);
+	close(ubuf);
+	close(memfd);
+	EXPECT_EQ(0, md_stop(&md));
 }
 
 /*

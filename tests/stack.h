@@ -63,6 +63,36 @@ static inline dev_t member_devt(int i)
 }
 
 /*
+ * Zero the whole of block device @dev (BLKZEROOUT: NVMe Write Zeroes, which
+ * moves no data): 0 or -errno.
+ */
+static inline int blk_zero_devt(dev_t dev)
+{
+	char path[64], text[256], *name;
+	uint64_t range[2] = { 0, 0 };
+	int fd, err = 0;
+
+	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/uevent", major(dev),
+		 minor(dev));
+	if (read_text(path, text, sizeof(text)) < 0)
+		return -ENODEV;
+	name = strstr(text, "DEVNAME=");
+	if (!name)
+		return -ENODEV;
+	name += strlen("DEVNAME=");
+	name[strcspn(name, "\n")] = 0;
+	snprintf(path, sizeof(path), "/dev/%s", name);
+	fd = open(path, O_WRONLY);
+	if (fd < 0)
+		return -errno;
+	if (ioctl(fd, BLKGETSIZE64, &range[1]) ||
+	    ioctl(fd, BLKZEROOUT, range))
+		err = -errno;
+	close(fd);
+	return err;
+}
+
+/*
  * An md array: md_create() builds it without superblocks ("mdadm --build":
  * the members' data start at their first sector, nothing else is written
  * to them) and starts it; md_stop() stops it.
@@ -74,10 +104,11 @@ struct md_array {
 
 /*
  * Build and start an md array of RAID @level over the @n disks @devs with
- * chunks of @chunk bytes (RAID0).  A RAID1 array is started clean: its legs
- * are taken to hold the same data already (the test VM's members start
- * zeroed), so no resync reads or writes them behind the test's back.
- * 0 or -errno.
+ * chunks of @chunk bytes (RAID0, RAID5).  A redundant array is started
+ * clean, so that no resync reads or writes its members behind the test's
+ * back: its members are zeroed first, which makes mirrors the same and
+ * parity right (other tests, and the file system scripts/run-vm puts on
+ * the members, leave other bytes there).  0 or -errno.
  */
 static inline int md_create(struct md_array *md, int level, const dev_t *devs,
 			    int n, int chunk)
@@ -95,6 +126,11 @@ static inline int md_create(struct md_array *md, int level, const dev_t *devs,
 	char name[16];
 	int i, minor, err;
 
+	for (i = 0; level > 0 && i < n; i++) {
+		err = blk_zero_devt(devs[i]);
+		if (err)
+			return err;
+	}
 	/* a free minor: new_array fails with EEXIST for one in use */
 	for (minor = 100 + getpid() % 400;; minor++) {
 		snprintf(name, sizeof(name), "md%d", minor);

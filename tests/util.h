@@ -187,6 +187,18 @@ static inline void pattern_fill(void *buf, size_t len, uint64_t seed, uint64_t p
 		w[i] = pattern_word(seed, pos + i * 8);
 }
 
+/* The first byte of [@p, @p + @len) that is not @byte, or -1. */
+static inline long first_not(const void *p, size_t len, int byte)
+{
+	const unsigned char *c = p;
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (c[i] != byte)
+			return i;
+	return -1;
+}
+
 /* Byte offset of the first mismatch, or -1 when @buf holds the pattern. */
 static inline long pattern_check(const void *buf, size_t len, uint64_t seed, uint64_t pos)
 {
