@@ -51,6 +51,8 @@ TESTS := $(shell cat tests/list tests/list-bpf)
 TEST_BINS := $(addprefix $(GUEST)/tests/,$(TESTS))
 TOOL_BINS := $(GUEST)/tools/dmabuf-rw $(GUEST)/tools/dmabuf-rw-demo \
 	$(GUEST)/tools/dmabuf-rw-bench
+# the rig's own helpers in the guest (the benchmark's md arrays)
+RIG_BINS := $(GUEST)/tools/mkmd
 
 .PHONY: all deps tree export series-status kernel kernel-base kernel-bpf tools \
 	initramfs initramfs-base initramfs-bpf initramfs-deb deb deb-tools deb-rig test demo shell bench bench-quick bench-full bench-profile kernel-profile checkpatch \
@@ -88,7 +90,11 @@ kernel-bpf: tree
 kernel-profile: tree
 	@scripts/build-kernel profile
 
-tools: $(TEST_BINS) $(TOOL_BINS)
+tools: $(TEST_BINS) $(TOOL_BINS) $(RIG_BINS)
+
+$(GUEST)/tools/mkmd: tests/guest/mkmd.c tests/stack.h tests/util.h $(LIB_SRC) $(LIB_HDR) | tree
+	@mkdir -p $(@D)
+	$(CC) $(USER_CFLAGS) -o $@ $< $(LIB_SRC) -luring
 
 $(GUEST)/tests/%: tests/%.c tests/util.h tests/texp.h tests/stack.h $(LIB_SRC) $(LIB_HDR) | tree
 	@mkdir -p $(@D)

@@ -664,10 +664,9 @@ TEST_F(stack, raid1_serves_dmabuf_io_while_a_leg_controller_is_removed)
 /*
  * A disk added to an md RAID1 after the registration is not one of its
  * members: a dma-buf write, which RAID1 sends to the new mirror too, fails
- * with EINVAL, and the new mirror is not failed for it (md would count
- * the EINVAL as the disk's error and go on without it, reporting a write
- * that one mirror lacks as done).  Registered again, the buffer writes
- * both mirrors.
+ * with EINVAL (RAID1 used to report it done, though the new mirror lacked
+ * it), and the new mirror is not failed for it.  Registered again, the
+ * buffer writes both mirrors.
  */
 TEST_F(stack, raid1_write_to_a_mirror_added_after_registration_fails_with_einval)
 {
