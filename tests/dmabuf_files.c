@@ -81,10 +81,6 @@ static void raid0_mount(struct __test_metadata *_metadata,
 	if (access("/sys/module/md_mod/parameters/new_array", W_OK))
 		SKIP(return, "the kernel has no md (CONFIG_BLK_DEV_MD)");
 	ASSERT_EQ(0, md_create(&self->md, 0, member, STACK_MEMBERS, RAID0_CHUNK));
-	/* md_create()'s exclusive open would keep the mount from the array */
-	close(self->md.fd);
-	self->md.fd = open(self->md.path, O_RDWR);
-	ASSERT_LE(0, self->md.fd);
 	mkdir(RAID0_MNT, 0755);
 	if (mount(self->md.path, RAID0_MNT, "ext4", 0, NULL)) {
 		TH_LOG("mount %s: %s", self->md.path, strerror(errno));

@@ -771,7 +771,9 @@ TEST_F_TIMEOUT(texp, polled_passthru_migration_storm_loses_no_data_and_no_dma_is
  * migration invalidates; and RAID1 over two, whose writes go to both
  * mirrors and whose reads to either, so that one mirror's mapping can be
  * invalidated while the other's part of the write is done: the whole write
- * is issued again, and none may fail.  The exporter's counters cover the
+ * is issued again, and none may fail.  Its mirrors are fail-fast (md
+ * fails such a leg on its first failed read), and no mirror may be failed
+ * for an invalidation.  The exporter's counters cover the
  * attachments of all members: each is balanced, no member's mapping
  * outlived an invalidation, and the poison of every retired backing is
  * intact.
@@ -814,6 +816,15 @@ FIXTURE_SETUP(texp_stack)
 	ASSERT_LE(0, self->ctl);
 	ASSERT_EQ(0, md_create(&self->md, variant->level, member,
 			       variant->members, 64 * 1024));
+	/* fail-fast mirrors: md retries a failed read elsewhere and fails the leg */
+	for (i = 0; variant->level == 1 && i < variant->members; i++) {
+		char name[32], path[128];
+
+		member_name(i, name, sizeof(name));
+		snprintf(path, sizeof(path), "/sys/block/%s/md/dev-%s/state",
+			 strrchr(self->md.path, '/') + 1, name);
+		ASSERT_EQ(0, write_text(path, "failfast")) TH_LOG("%s", path);
+	}
 	self->fd = open(self->md.path, O_RDWR | O_DIRECT);
 	ASSERT_LE(0, self->fd);
 	ASSERT_EQ(0, prefill_read_area(self->fd));
@@ -834,9 +845,18 @@ FIXTURE_TEARDOWN(texp_stack)
 
 TEST_F_TIMEOUT(texp_stack, migration_storm_loses_no_data_and_no_dma_is_stale, 3600)
 {
+	char path[128], text[32];
+
 	migration_storm(_metadata, self->ctl, self->dbuf, self->fd,
 			variant->level ? "md_raid1" : "md_raid0", STORM_RW,
 			variant->members);
+	/* an invalidated mapping is no device error: no leg failed for it */
+	snprintf(path, sizeof(path), "/sys/block/%s/md/degraded",
+		 strrchr(self->md.path, '/') + 1);
+	if (variant->level == 1) {
+		ASSERT_LT(0, read_text(path, text, sizeof(text)));
+		EXPECT_EQ(0, atoi(text)) TH_LOG("a mirror was failed");
+	}
 }
 
 /*

@@ -76,25 +76,26 @@ FIXTURE_TEARDOWN(stack)
 }
 
 /*
- * The pattern of @seed at @off of a device striped over @n of the fixture's
- * members in chunks of CHUNK, from their start: each chunk is on member
- * (chunk % n) at (chunk / n) * CHUNK.  Checks @len bytes; the first bad
- * array offset, or -1.
+ * The pattern of @seed at @off of a device whose offset 0 is at @at of an
+ * array striped over the @n devices @fds in chunks of CHUNK, from their
+ * start: each chunk is on device (chunk % n) at (chunk / n) * CHUNK.
+ * Checks @len bytes; the first bad offset, or -1.
  */
-static long check_striped(const int *fds, int n, uint64_t off, size_t len,
-			  uint64_t seed)
+static long check_striped(const int *fds, int n, uint64_t at, uint64_t off,
+			  size_t len, uint64_t seed)
 {
 	uint64_t pos;
 
-	for (pos = off; pos < off + len; pos += CHUNK) {
+	for (pos = off + at; pos < off + at + len; pos += CHUNK) {
 		uint64_t chunk = pos / CHUNK;
 		uint64_t moff = chunk / n * CHUNK + pos % CHUNK;
 		size_t part = CHUNK - pos % CHUNK;
 
-		if (part > off + len - pos)
-			part = off + len - pos;
-		if (pattern_check_fd(fds[chunk % n], moff, part, seed, pos) != -1)
-			return pos;
+		if (part > off + at + len - pos)
+			part = off + at + len - pos;
+		if (pattern_check_fd(fds[chunk % n], moff, part, seed,
+				     pos - at) != -1)
+			return pos - at;
 	}
 	return -1;
 }
@@ -193,8 +194,8 @@ TEST_F(stack, md_raid0_places_each_chunk_on_its_member)
 				     CHUNK + CHUNK / 2));
 	EXPECT_EQ(-1, pattern_check_fd(fd, CHUNK + CHUNK / 2, 4 * MiB, 11,
 				       CHUNK + CHUNK / 2));
-	EXPECT_EQ(-1, check_striped(self->fd, STACK_MEMBERS, CHUNK + CHUNK / 2,
-				    4 * MiB, 11));
+	EXPECT_EQ(-1, check_striped(self->fd, STACK_MEMBERS, 0,
+				    CHUNK + CHUNK / 2, 4 * MiB, 11));
 	close(fd);
 	EXPECT_EQ(0, md_stop(&md));
 }
@@ -253,7 +254,7 @@ TEST_F(stack, dm_striped_places_each_chunk_on_its_member)
 	ASSERT_LE(0, fd);
 	ASSERT_EQ(0, pattern_fill_fd(fd, CHUNK / 2, 3 * MiB, 14, CHUNK / 2));
 	EXPECT_EQ(-1, pattern_check_fd(fd, CHUNK / 2, 3 * MiB, 14, CHUNK / 2));
-	EXPECT_EQ(-1, check_striped(self->fd, STACK_MEMBERS, CHUNK / 2,
+	EXPECT_EQ(-1, check_striped(self->fd, STACK_MEMBERS, 0, CHUNK / 2,
 				    3 * MiB, 14));
 	close(fd);
 	EXPECT_EQ(0, dm_remove(&dm));
@@ -616,12 +617,62 @@ TEST_F(stack, raid1_serves_dmabuf_io_while_a_leg_fails_and_is_removed)
 	EXPECT_EQ(0, md_stop(&md));
 }
 
+#define PART_START	MiB
+
 /*
- * The controller of one leg of an md RAID1 is removed from the bus under
- * dma-buf reads and writes at QD 8: the I/O it had fails, md fails the leg
- * for it and reads again from the other, and every I/O completes with its
- * data; the leg left holds every write.  The controller comes back on a
- * rescan, as a new disk.
+ * Give member @i an MBR with one partition from PART_START to its end, and
+ * its number in @part; or, with @part NULL, no partition.  0 or -errno.
+ */
+static int member_partition(int i, dev_t *part)
+{
+	char name[32], path[64];
+	uint64_t size = 0;
+	int fd, k, err = 0;
+	uint8_t *mbr;
+
+	member_name(i, name, sizeof(name));
+	snprintf(path, sizeof(path), "/dev/%s", name);
+	fd = open(path, O_RDWR | O_DIRECT);
+	if (fd < 0)
+		return -errno;
+	if (posix_memalign((void **)&mbr, 4096, 4096)) {
+		close(fd);
+		return -ENOMEM;
+	}
+	memset(mbr, 0, 4096);
+	if (ioctl(fd, BLKGETSIZE64, &size))
+		err = -errno;
+	if (!err && part) {
+		uint32_t start = PART_START / 512, len = size / 512 - start;
+
+		mbr[446 + 4] = 0x83;		/* Linux */
+		memcpy(mbr + 446 + 8, &start, 4);
+		memcpy(mbr + 446 + 12, &len, 4);
+		mbr[510] = 0x55;
+		mbr[511] = 0xaa;
+	}
+	if (!err && pwrite(fd, mbr, 4096, 0) != 4096)
+		err = -EIO;
+	if (!err && ioctl(fd, BLKRRPART))
+		err = -errno;
+	close(fd);
+	free(mbr);
+	if (err || !part)
+		return err;
+	snprintf(path, sizeof(path), "/dev/%sp1", name);
+	for (k = 0; k < 100 && !(*part = blk_devt(path)); k++)
+		usleep(20000);
+	return *part ? 0 : -ENOENT;
+}
+
+/*
+ * The controller of one leg of an md RAID1 over partitions is removed from
+ * the bus under dma-buf reads and writes at QD 8: the I/O it had fails,
+ * and so does I/O that reaches the gone member later (ENODEV, where the
+ * mapping is traded: a partition keeps its size after its disk is gone),
+ * md fails the leg for it and reads again from the other, and every I/O
+ * completes with its data; the leg left holds every write.  The controller
+ * comes back on a rescan, as a new disk.
  */
 TEST_F(stack, raid1_serves_dmabuf_io_while_a_leg_controller_is_removed)
 {
@@ -630,10 +681,13 @@ TEST_F(stack, raid1_serves_dmabuf_io_while_a_leg_controller_is_removed)
 	unsigned long before;
 	struct md_array md;
 	int ubuf, memfd, i;
+	dev_t leg[2];
 	pthread_t t;
 
 	ASSERT_EQ(0, ctrl_bdf("dmabufrw-m3", bdf, sizeof(bdf)));
-	ASSERT_EQ(0, md_create(&md, 1, self->member + 2, 2, 0));
+	ASSERT_EQ(0, member_partition(2, &leg[0]));
+	ASSERT_EQ(0, member_partition(3, &leg[1]));
+	ASSERT_EQ(0, md_create(&md, 1, leg, 2, 0));
 	r.fd = open(md.path, O_RDWR | O_DIRECT);
 	ASSERT_LE(0, r.fd);
 	bg_io_start(_metadata, &r, &ubuf, &memfd, &t);
@@ -650,8 +704,8 @@ TEST_F(stack, raid1_serves_dmabuf_io_while_a_leg_controller_is_removed)
 	ASSERT_LT(0, read_text(path, text, sizeof(text)));
 	EXPECT_EQ(1, atoi(text));
 	for (i = 0; i < (int)(BG_SPAN / MiB); i++)
-		EXPECT_EQ(-1, pattern_check_fd(self->fd[2], i * MiB, MiB,
-					       BG_SEED, i * MiB));
+		EXPECT_EQ(-1, pattern_check_fd(self->fd[2], PART_START + i * MiB,
+					       MiB, BG_SEED, i * MiB));
 	close(r.fd);
 	EXPECT_EQ(0, md_stop(&md));
 
@@ -659,6 +713,73 @@ TEST_F(stack, raid1_serves_dmabuf_io_while_a_leg_controller_is_removed)
 	for (i = 0; i < 200 && !member_devt(3); i++)
 		usleep(100000);
 	EXPECT_NE(0, member_devt(3)) TH_LOG("member 3 did not come back");
+	EXPECT_EQ(0, member_partition(2, NULL));
+	EXPECT_EQ(0, member_partition(3, NULL));
+}
+
+/*
+ * The controller of one leg of an md RAID1 over partitions is removed from
+ * the bus while no I/O is in flight: the next dma-buf I/O that reaches the
+ * gone member fails there with ENODEV (a partition keeps its size after
+ * its disk is gone, and an invalidated-like EAGAIN would have io_uring
+ * issue it again for ever), md fails the leg for it, and reads and writes
+ * complete on the other.
+ */
+TEST_F(stack, raid1_io_reaching_a_removed_leg_fails_it_and_completes)
+{
+	char path[128], text[64], bdf[64];
+	struct io_uring ring;
+	struct md_array md;
+	int ubuf, memfd, fd, i;
+	dev_t leg[2];
+	void *map;
+
+	ASSERT_EQ(0, ctrl_bdf("dmabufrw-m1", bdf, sizeof(bdf)));
+	ASSERT_EQ(0, member_partition(0, &leg[0]));
+	ASSERT_EQ(0, member_partition(1, &leg[1]));
+	ASSERT_EQ(0, md_create(&md, 1, leg, 2, 0));
+	fd = open(md.path, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, fd);
+	ubuf = dmabufrw_alloc_udmabuf(MiB, &memfd);
+	ASSERT_LE(0, ubuf);
+	map = mmap(NULL, MiB, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	ASSERT_NE(MAP_FAILED, map);
+	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
+	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 0, ubuf, fd));
+	pattern_fill(map, MiB, 71, 0);
+	ASSERT_EQ(MiB, dmabufrw_rw_fixed(&ring, true, fd, 0, 0, MiB, 0));
+
+	close(self->fd[1]);
+	self->fd[1] = -1;
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/remove", bdf);
+	ASSERT_EQ(0, write_text(path, "1"));
+	/* reads go to either leg: enough of them reach the gone one */
+	for (i = 0; i < 8; i++) {
+		memset(map, 0, MiB);
+		EXPECT_EQ(MiB, dmabufrw_rw_fixed(&ring, false, fd, 0, 0, MiB, 0));
+		EXPECT_EQ(-1, pattern_check(map, MiB, 71, 0));
+	}
+	pattern_fill(map, MiB, 72, MiB);
+	EXPECT_EQ(MiB, dmabufrw_rw_fixed(&ring, true, fd, 0, 0, MiB, MiB));
+	EXPECT_EQ(-1, pattern_check_fd(self->fd[0], PART_START + MiB, MiB, 72,
+				       MiB));
+	md_attr(&md, "degraded", path, sizeof(path));
+	ASSERT_LT(0, read_text(path, text, sizeof(text)));
+	EXPECT_EQ(1, atoi(text));
+
+	io_uring_queue_exit(&ring);
+	close(fd);
+	munmap(map, MiB);
+	close(ubuf);
+	close(memfd);
+	EXPECT_EQ(0, md_stop(&md));
+	ASSERT_EQ(0, write_text("/sys/bus/pci/rescan", "1"));
+	for (i = 0; i < 200 && !member_devt(1); i++)
+		usleep(100000);
+	EXPECT_NE(0, member_devt(1)) TH_LOG("member 1 did not come back");
+	EXPECT_EQ(0, member_partition(0, NULL));
+	EXPECT_EQ(0, member_partition(1, NULL));
 }
 
 /*
@@ -781,11 +902,13 @@ TEST_F(stack, io_after_raid0_takes_raid5_fails_with_eopnotsupp)
  * dma-buf I/O on each supported stack, assembled afresh for each test:
  * md RAID0 over the four members (64 KiB chunks), md RAID1 over members 2
  * and 3, dm-linear over member 1 from 1 MiB on, dm-striped over the four
- * members (64 KiB chunks), and the NVMe multipath head.  A udmabuf and a
- * system-heap buffer of BUF_SIZE are registered for the stacked device in
- * slots 0 and 1.
+ * members (64 KiB chunks), and the NVMe multipath head; and stacks of
+ * stacks: md RAID0 over two md RAID1 arrays (members 0 and 1, 2 and 3),
+ * and dm-linear from 1 MiB on over md RAID0 over the four members.  A
+ * udmabuf and a system-heap buffer of BUF_SIZE are registered for the
+ * stacked device in slots 0 and 1.
  */
-enum layout { STRIPED, MIRRORED, LINEAR, HEAD };
+enum layout { STRIPED, MIRRORED, LINEAR, HEAD, STRIPED_MIRRORS, LINEAR_STRIPED };
 
 #define BUF_SIZE	(32 * MiB)
 #define LINEAR_START	MiB
@@ -793,7 +916,7 @@ enum layout { STRIPED, MIRRORED, LINEAR, HEAD };
 FIXTURE(stack_io)
 {
 	int fd[STACK_MEMBERS];
-	struct md_array md;
+	struct md_array md, inner[2];
 	struct dm_dev dm;
 	char path[64];
 	int dev;		/* the stacked device, O_DIRECT */
@@ -835,6 +958,17 @@ FIXTURE_VARIANT_ADD(stack_io, nvme_multipath)
 	.layout = HEAD, .md_level = -1, .members = 2,
 };
 
+FIXTURE_VARIANT_ADD(stack_io, md_raid0_over_md_raid1)
+{
+	.layout = STRIPED_MIRRORS, .md_level = 0, .members = 4,
+};
+
+FIXTURE_VARIANT_ADD(stack_io, dm_linear_over_md_raid0)
+{
+	.layout = LINEAR_STRIPED, .md_level = -1, .dm_type = "linear",
+	.members = 4,
+};
+
 FIXTURE_SETUP(stack_io)
 {
 	dev_t member[STACK_MEMBERS];
@@ -842,7 +976,7 @@ FIXTURE_SETUP(stack_io)
 	int i, len;
 
 	self->dev = self->ubuf = self->heap = self->memfd = -1;
-	self->md.fd = -1;
+	self->md.fd = self->inner[0].fd = self->inner[1].fd = -1;
 	self->dm.devt = 0;
 	for (i = 0; i < STACK_MEMBERS; i++) {
 		self->fd[i] = -1;
@@ -860,7 +994,25 @@ FIXTURE_SETUP(stack_io)
 		ASSERT_LE(0, self->fd[i]);
 	}
 
-	if (variant->md_level == 0) {
+	if (variant->layout == STRIPED_MIRRORS) {
+		dev_t pair[2];
+
+		ASSERT_EQ(0, md_create(&self->inner[0], 1, member, 2, 0));
+		ASSERT_EQ(0, md_create(&self->inner[1], 1, member + 2, 2, 0));
+		pair[0] = blk_devt(self->inner[0].path);
+		pair[1] = blk_devt(self->inner[1].path);
+		ASSERT_EQ(0, md_create(&self->md, 0, pair, 2, CHUNK));
+	} else if (variant->layout == LINEAR_STRIPED) {
+		dev_t md0;
+
+		ASSERT_EQ(0, md_create(&self->inner[0], 0, member, STACK_MEMBERS,
+				       CHUNK));
+		md0 = blk_devt(self->inner[0].path);
+		snprintf(params, sizeof(params), "%u:%u %lu", major(md0),
+			 minor(md0), LINEAR_START / 512);
+		ASSERT_EQ(0, dm_create(&self->dm, "linear", "linear",
+				       BUF_SIZE / 512, params));
+	} else if (variant->md_level == 0) {
 		ASSERT_EQ(0, md_create(&self->md, 0, member, STACK_MEMBERS, CHUNK));
 	} else if (variant->md_level == 1) {
 		ASSERT_EQ(0, md_create(&self->md, 1, member + 2, 2, 0));
@@ -925,9 +1077,11 @@ FIXTURE_TEARDOWN(stack_io)
 	for (i = 0; i < STACK_MEMBERS; i++)
 		if (self->fd[i] >= 0)
 			close(self->fd[i]);
-	/* the ring's registrations go with its exit work */
-	EXPECT_EQ(0, md_stop(&self->md));
+	/* the ring's registrations go with its exit work; top down */
 	EXPECT_EQ(0, dm_remove(&self->dm));
+	EXPECT_EQ(0, md_stop(&self->md));
+	EXPECT_EQ(0, md_stop(&self->inner[0]));
+	EXPECT_EQ(0, md_stop(&self->inner[1]));
 }
 
 /*
@@ -941,7 +1095,17 @@ static long check_members(FIXTURE_DATA(stack_io) *self, enum layout layout,
 
 	switch (layout) {
 	case STRIPED:
-		return check_striped(self->fd, STACK_MEMBERS, off, len, seed);
+		return check_striped(self->fd, STACK_MEMBERS, 0, off, len, seed);
+	case STRIPED_MIRRORS: {
+		const int leg0[] = { self->fd[0], self->fd[2] };
+		const int leg1[] = { self->fd[1], self->fd[3] };
+
+		bad = check_striped(leg0, 2, 0, off, len, seed);
+		return bad != -1 ? bad : check_striped(leg1, 2, 0, off, len, seed);
+	}
+	case LINEAR_STRIPED:
+		return check_striped(self->fd, STACK_MEMBERS, LINEAR_START, off,
+				     len, seed);
 	case MIRRORED:
 		bad = pattern_check_fd(self->fd[2], off, len, seed, off);
 		return bad != -1 ? bad :

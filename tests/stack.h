@@ -141,7 +141,8 @@ static inline int md_create(struct md_array *md, int level, const dev_t *devs,
 			return err;
 	}
 	snprintf(md->path, sizeof(md->path), "/dev/%s", name);
-	md->fd = open(md->path, O_RDWR | O_EXCL);
+	/* not exclusive: an array may be a member of another, or mounted */
+	md->fd = open(md->path, O_RDWR);
 	if (md->fd < 0)
 		return -errno;
 	info.md_minor = minor;

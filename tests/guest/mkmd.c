@@ -4,9 +4,8 @@
  * devices, as tests/stack.h does for the tests, for the guest init (the
  * benchmark's md RAID0 targets); busybox has no mdadm.
  *
- *   mkmd LEVEL CHUNK_KIB DEVICE...
- *
- * Prints the array's device node; the array runs until stopped.
+ *   mkmd LEVEL CHUNK_KIB DEVICE...   build one; prints its device node
+ *   mkmd -S ARRAY                    stop it (the data stay on the devices)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,8 +18,16 @@ int main(int argc, char **argv)
 	struct md_array md;
 	int i, n = argc - 3, err;
 
+	if (argc == 3 && !strcmp(argv[1], "-S")) {
+		md.fd = open(argv[2], O_RDWR);
+		if (md.fd < 0 || md_stop(&md)) {
+			fprintf(stderr, "mkmd: stop %s: %s\n", argv[2], strerror(errno));
+			return 1;
+		}
+		return 0;
+	}
 	if (argc < 4 || n > 16) {
-		fprintf(stderr, "usage: mkmd LEVEL CHUNK_KIB DEVICE... (at most 16)\n");
+		fprintf(stderr, "usage: mkmd LEVEL CHUNK_KIB DEVICE... (at most 16) | mkmd -S ARRAY\n");
 		return 2;
 	}
 	for (i = 0; i < n; i++) {
