@@ -63,8 +63,8 @@ static inline dev_t member_devt(int i)
 }
 
 /*
- * Zero the whole of block device @dev (BLKZEROOUT: NVMe Write Zeroes, which
- * moves no data): 0 or -errno.
+ * Zero the whole of block device @dev (BLKZEROOUT: NVMe Write Zeroes where
+ * the device has it, else the kernel writes zeroes): 0 or -errno.
  */
 static inline int blk_zero_devt(dev_t dev)
 {
@@ -126,6 +126,7 @@ static inline int md_create(struct md_array *md, int level, const dev_t *devs,
 	char name[16];
 	int i, minor, err;
 
+	md->fd = -1;
 	for (i = 0; level > 0 && i < n; i++) {
 		err = blk_zero_devt(devs[i]);
 		if (err)

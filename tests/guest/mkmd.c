@@ -5,6 +5,8 @@
  * benchmark's md RAID0 targets); busybox has no mdadm.
  *
  *   mkmd LEVEL CHUNK_KIB DEVICE...   build one; prints its device node
+ *                                    (a redundant level zeroes the
+ *                                    devices first, see md_create())
  *   mkmd -S ARRAY                    stop it (the data stay on the devices)
  */
 #include <stdio.h>
