@@ -315,6 +315,31 @@ TEST_F(stack, multipath_head_serves_io_without_one_path)
 	close(fd);
 }
 
+/* A 1 MiB udmabuf, mapped, and a ring with one empty buffer slot. */
+struct one_buf {
+	struct io_uring ring;
+	int ubuf, memfd;
+	void *map;
+};
+
+static void one_buf_init(struct __test_metadata *_metadata, struct one_buf *b)
+{
+	b->ubuf = dmabufrw_alloc_udmabuf(MiB, &b->memfd);
+	ASSERT_LE(0, b->ubuf);
+	b->map = mmap(NULL, MiB, PROT_READ | PROT_WRITE, MAP_SHARED, b->memfd, 0);
+	ASSERT_NE(MAP_FAILED, b->map);
+	ASSERT_EQ(0, io_uring_queue_init(8, &b->ring, 0));
+	ASSERT_EQ(0, io_uring_register_buffers_sparse(&b->ring, 1));
+}
+
+static void one_buf_exit(struct one_buf *b)
+{
+	io_uring_queue_exit(&b->ring);
+	munmap(b->map, MiB);
+	close(b->ubuf);
+	close(b->memfd);
+}
+
 /*
  * A dma-buf registration with the stacked device @path as target: @err,
  * and the slot stays empty.
@@ -343,31 +368,25 @@ TEST_F(stack, registration_on_stacks_the_cpu_would_touch_is_refused)
 {
 	struct dm_dev zero, lin;
 	struct md_array md;
-	struct io_uring ring;
+	struct one_buf b;
 	char params[64];
-	int ubuf, memfd;
 
-	ubuf = dmabufrw_alloc_udmabuf(MiB, &memfd);
-	ASSERT_LE(0, ubuf);
-	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
-	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
+	one_buf_init(_metadata, &b);
 
 	ASSERT_EQ(0, md_create(&md, 5, self->member, 3, CHUNK));
-	expect_refused(_metadata, &ring, ubuf, md.path, -EOPNOTSUPP);
+	expect_refused(_metadata, &b.ring, b.ubuf, md.path, -EOPNOTSUPP);
 	EXPECT_EQ(0, md_stop(&md));
 
 	ASSERT_EQ(0, dm_create(&zero, "zero", "zero", 2048, ""));
-	expect_refused(_metadata, &ring, ubuf, zero.path, -EOPNOTSUPP);
+	expect_refused(_metadata, &b.ring, b.ubuf, zero.path, -EOPNOTSUPP);
 	snprintf(params, sizeof(params), "%u:%u 0", major(zero.devt),
 		 minor(zero.devt));
 	ASSERT_EQ(0, dm_create(&lin, "linear", "linear", 2048, params));
-	expect_refused(_metadata, &ring, ubuf, lin.path, -EOPNOTSUPP);
+	expect_refused(_metadata, &b.ring, b.ubuf, lin.path, -EOPNOTSUPP);
 	EXPECT_EQ(0, dm_remove(&lin));
 	EXPECT_EQ(0, dm_remove(&zero));
 
-	io_uring_queue_exit(&ring);
-	close(ubuf);
-	close(memfd);
+	one_buf_exit(&b);
 }
 
 /*
@@ -380,25 +399,19 @@ TEST_F(stack, registration_on_stacks_the_cpu_would_touch_is_refused)
 TEST_F(stack, io_after_a_table_reload_fails_where_the_registration_cannot_go)
 {
 	char params[64];
-	struct io_uring ring;
+	struct one_buf b;
 	struct dm_dev dm;
-	int ubuf, memfd, fd;
-	void *map;
+	int fd;
 
-	ubuf = dmabufrw_alloc_udmabuf(MiB, &memfd);
-	ASSERT_LE(0, ubuf);
-	map = mmap(NULL, MiB, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-	ASSERT_NE(MAP_FAILED, map);
-	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
-	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
+	one_buf_init(_metadata, &b);
 	snprintf(params, sizeof(params), "%u:%u 0", major(self->member[1]),
 		 minor(self->member[1]));
 	ASSERT_EQ(0, dm_create(&dm, "reload", "linear", 2048, params));
 	fd = open(dm.path, O_RDWR | O_DIRECT);
 	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 0, ubuf, fd));
-	pattern_fill(map, MiB, 21, 0);
-	ASSERT_EQ(MiB, dmabufrw_rw_fixed(&ring, true, fd, 0, 0, MiB, 0));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&b.ring, 0, b.ubuf, fd));
+	pattern_fill(b.map, MiB, 21, 0);
+	ASSERT_EQ(MiB, dmabufrw_rw_fixed(&b.ring, true, fd, 0, 0, MiB, 0));
 	EXPECT_EQ(-1, pattern_check_fd(self->fd[1], 0, MiB, 21, 0));
 
 	/* member 2 joined after the registration */
@@ -406,29 +419,26 @@ TEST_F(stack, io_after_a_table_reload_fails_where_the_registration_cannot_go)
 	snprintf(params, sizeof(params), "%u:%u 0", major(self->member[2]),
 		 minor(self->member[2]));
 	ASSERT_EQ(0, dm_reload(&dm, "linear", 2048, params));
-	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&ring, true, fd, 0, 0, MiB, 0));
+	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&b.ring, true, fd, 0, 0, MiB, 0));
 	EXPECT_EQ(-1, pattern_check_fd(self->fd[2], 0, MiB, 22, 0));
-	memset(map, 0x5a, MiB);
-	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&ring, false, fd, 0, 0, MiB, 0));
-	EXPECT_EQ(0x5a, ((unsigned char *)map)[0]);
+	memset(b.map, 0x5a, MiB);
+	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&b.ring, false, fd, 0, 0, MiB, 0));
+	EXPECT_EQ(0x5a, ((unsigned char *)b.map)[0]);
 
 	/* a target the CPU would fill */
 	ASSERT_EQ(0, dm_reload(&dm, "zero", 2048, ""));
-	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&ring, false, fd, 0, 0, MiB, 0));
-	EXPECT_EQ(0x5a, ((unsigned char *)map)[MiB - 1]);
+	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&b.ring, false, fd, 0, 0, MiB, 0));
+	EXPECT_EQ(0x5a, ((unsigned char *)b.map)[MiB - 1]);
 
 	/* back on the registered member */
 	snprintf(params, sizeof(params), "%u:%u 0", major(self->member[1]),
 		 minor(self->member[1]));
 	ASSERT_EQ(0, dm_reload(&dm, "linear", 2048, params));
-	EXPECT_EQ(MiB, dmabufrw_rw_fixed(&ring, false, fd, 0, 0, MiB, 0));
-	EXPECT_EQ(-1, pattern_check(map, MiB, 21, 0));
+	EXPECT_EQ(MiB, dmabufrw_rw_fixed(&b.ring, false, fd, 0, 0, MiB, 0));
+	EXPECT_EQ(-1, pattern_check(b.map, MiB, 21, 0));
 
-	io_uring_queue_exit(&ring);
 	close(fd);
-	munmap(map, MiB);
-	close(ubuf);
-	close(memfd);
+	one_buf_exit(&b);
 	EXPECT_EQ(0, dm_remove(&dm));
 }
 
@@ -703,6 +713,19 @@ TEST_F(stack, raid1_serves_dmabuf_io_while_a_leg_fails_and_is_removed)
 	EXPECT_EQ(0, md_stop(&md));
 }
 
+/* Rescan the PCI bus and wait up to 20 s for member @i: 0 or -1. */
+static int member_rescan(int i)
+{
+	if (write_text("/sys/bus/pci/rescan", "1"))
+		return -1;
+	for (int k = 0; k < 200; k++) {
+		if (member_devt(i))
+			return 0;
+		usleep(100000);
+	}
+	return -1;
+}
+
 #define PART_START	MiB
 
 /*
@@ -766,7 +789,7 @@ TEST_F(stack, raid1_serves_dmabuf_io_while_a_leg_controller_is_removed)
 	char path[128], text[64], bdf[64];
 	unsigned long before;
 	struct md_array md;
-	int ubuf, memfd, i;
+	int ubuf, memfd;
 	dev_t leg[2];
 	pthread_t t;
 
@@ -793,10 +816,7 @@ TEST_F(stack, raid1_serves_dmabuf_io_while_a_leg_controller_is_removed)
 	close(r.fd);
 	EXPECT_EQ(0, md_stop(&md));
 
-	ASSERT_EQ(0, write_text("/sys/bus/pci/rescan", "1"));
-	for (i = 0; i < 200 && !member_devt(3); i++)
-		usleep(100000);
-	EXPECT_NE(0, member_devt(3)) TH_LOG("member 3 did not come back");
+	EXPECT_EQ(0, member_rescan(3)) TH_LOG("member 3 did not come back");
 	EXPECT_EQ(0, member_partition(2, NULL));
 	EXPECT_EQ(0, member_partition(3, NULL));
 }
@@ -813,11 +833,10 @@ TEST_F(stack, raid1_serves_dmabuf_io_while_a_leg_controller_is_removed)
 TEST_F(stack, raid1_io_reaching_a_removed_leg_fails_it_and_completes)
 {
 	char path[128], text[64], bdf[64], name[32];
-	struct io_uring ring;
+	struct one_buf b;
 	struct md_array md;
-	int ubuf, memfd, fd, i;
+	int fd, i;
 	dev_t leg[2];
-	void *map;
 
 	ASSERT_EQ(0, ctrl_bdf("dmabufrw-m1", bdf, sizeof(bdf)));
 	ASSERT_EQ(0, member_partition(0, &leg[0]));
@@ -825,15 +844,10 @@ TEST_F(stack, raid1_io_reaching_a_removed_leg_fails_it_and_completes)
 	ASSERT_EQ(0, md_create(&md, 1, leg, 2, 0));
 	fd = open(md.path, O_RDWR | O_DIRECT);
 	ASSERT_LE(0, fd);
-	ubuf = dmabufrw_alloc_udmabuf(MiB, &memfd);
-	ASSERT_LE(0, ubuf);
-	map = mmap(NULL, MiB, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-	ASSERT_NE(MAP_FAILED, map);
-	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
-	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
-	ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 0, ubuf, fd));
-	pattern_fill(map, MiB, 71, 0);
-	ASSERT_EQ(MiB, dmabufrw_rw_fixed(&ring, true, fd, 0, 0, MiB, 0));
+	one_buf_init(_metadata, &b);
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&b.ring, 0, b.ubuf, fd));
+	pattern_fill(b.map, MiB, 71, 0);
+	ASSERT_EQ(MiB, dmabufrw_rw_fixed(&b.ring, true, fd, 0, 0, MiB, 0));
 	member_name(0, name, sizeof(name));
 	snprintf(path, sizeof(path), "/sys/block/%s/md/dev-%sp1/state",
 		 strrchr(md.path, '/') + 1, name);
@@ -845,29 +859,23 @@ TEST_F(stack, raid1_io_reaching_a_removed_leg_fails_it_and_completes)
 	ASSERT_EQ(0, write_text(path, "1"));
 	/* reads go to either leg: enough of them reach the gone one */
 	for (i = 0; i < 8; i++) {
-		memset(map, 0, MiB);
-		EXPECT_EQ(MiB, dmabufrw_rw_fixed(&ring, false, fd, 0, 0, MiB, 0));
-		EXPECT_EQ(-1, pattern_check(map, MiB, 71, 0));
+		memset(b.map, 0, MiB);
+		EXPECT_EQ(MiB, dmabufrw_rw_fixed(&b.ring, false, fd, 0, 0, MiB, 0));
+		EXPECT_EQ(-1, pattern_check(b.map, MiB, 71, 0));
 	}
 	/* a read reached the gone leg, and md failed it for that */
 	md_attr(&md, "degraded", path, sizeof(path));
 	ASSERT_LT(0, read_text(path, text, sizeof(text)));
 	EXPECT_EQ(1, atoi(text));
-	pattern_fill(map, MiB, 72, MiB);
-	EXPECT_EQ(MiB, dmabufrw_rw_fixed(&ring, true, fd, 0, 0, MiB, MiB));
+	pattern_fill(b.map, MiB, 72, MiB);
+	EXPECT_EQ(MiB, dmabufrw_rw_fixed(&b.ring, true, fd, 0, 0, MiB, MiB));
 	EXPECT_EQ(-1, pattern_check_fd(self->fd[0], PART_START + MiB, MiB, 72,
 				       MiB));
 
-	io_uring_queue_exit(&ring);
 	close(fd);
-	munmap(map, MiB);
-	close(ubuf);
-	close(memfd);
+	one_buf_exit(&b);
 	EXPECT_EQ(0, md_stop(&md));
-	ASSERT_EQ(0, write_text("/sys/bus/pci/rescan", "1"));
-	for (i = 0; i < 200 && !member_devt(1); i++)
-		usleep(100000);
-	EXPECT_NE(0, member_devt(1)) TH_LOG("member 1 did not come back");
+	EXPECT_EQ(0, member_rescan(1)) TH_LOG("member 1 did not come back");
 	EXPECT_EQ(0, member_partition(0, NULL));
 	EXPECT_EQ(0, member_partition(1, NULL));
 }
@@ -882,23 +890,17 @@ TEST_F(stack, raid1_io_reaching_a_removed_leg_fails_it_and_completes)
 TEST_F(stack, raid1_write_to_a_mirror_added_after_registration_fails_with_einval)
 {
 	char path[128], text[64], name[32];
-	struct io_uring ring;
+	struct one_buf b;
 	struct md_array md;
-	int ubuf, memfd, fd, i, err = 0;
-	void *map;
+	int fd, i, err = 0;
 
-	ubuf = dmabufrw_alloc_udmabuf(MiB, &memfd);
-	ASSERT_LE(0, ubuf);
-	map = mmap(NULL, MiB, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-	ASSERT_NE(MAP_FAILED, map);
-	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
-	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
+	one_buf_init(_metadata, &b);
 	ASSERT_EQ(0, md_create(&md, 1, self->member + 2, 2, 0));
 	fd = open(md.path, O_RDWR | O_DIRECT);
 	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 0, ubuf, fd));
-	pattern_fill(map, MiB, 51, 0);
-	ASSERT_EQ(MiB, dmabufrw_rw_fixed(&ring, true, fd, 0, 0, MiB, 0));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&b.ring, 0, b.ubuf, fd));
+	pattern_fill(b.map, MiB, 51, 0);
+	ASSERT_EQ(MiB, dmabufrw_rw_fixed(&b.ring, true, fd, 0, 0, MiB, 0));
 
 	/* member 1 replaces member 3, recovering slowly: it takes writes */
 	ASSERT_EQ(0, ioctl(md.fd, SET_DISK_FAULTY, self->member[3]));
@@ -923,8 +925,8 @@ TEST_F(stack, raid1_write_to_a_mirror_added_after_registration_fails_with_einval
 	}
 	ASSERT_GT(100, i) TH_LOG("member 1 did not take a slot");
 
-	pattern_fill(map, MiB, 52, 0);
-	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&ring, true, fd, 0, 0, MiB,
+	pattern_fill(b.map, MiB, 52, 0);
+	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&b.ring, true, fd, 0, 0, MiB,
 					     2 * MiB));
 	snprintf(path, sizeof(path), "/sys/block/%s/md/dev-%s/state",
 		 strrchr(md.path, '/') + 1, name);
@@ -932,16 +934,13 @@ TEST_F(stack, raid1_write_to_a_mirror_added_after_registration_fails_with_einval
 	EXPECT_EQ(NULL, strstr(text, "faulty")) TH_LOG("member 1: %s", text);
 
 	/* registered again, the buffer writes both mirrors */
-	ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 0, ubuf, fd));
-	EXPECT_EQ(MiB, dmabufrw_rw_fixed(&ring, true, fd, 0, 0, MiB, 2 * MiB));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&b.ring, 0, b.ubuf, fd));
+	EXPECT_EQ(MiB, dmabufrw_rw_fixed(&b.ring, true, fd, 0, 0, MiB, 2 * MiB));
 	EXPECT_EQ(-1, pattern_check_fd(self->fd[2], 2 * MiB, MiB, 52, 0));
 	EXPECT_EQ(-1, pattern_check_fd(self->fd[1], 2 * MiB, MiB, 52, 0));
 
-	io_uring_queue_exit(&ring);
 	close(fd);
-	munmap(map, MiB);
-	close(ubuf);
-	close(memfd);
+	one_buf_exit(&b);
 	EXPECT_EQ(0, md_stop(&md));
 }
 
@@ -954,41 +953,32 @@ TEST_F(stack, raid1_write_to_a_mirror_added_after_registration_fails_with_einval
 TEST_F(stack, io_after_raid0_takes_raid5_fails_with_eopnotsupp)
 {
 	char path[128], text[64];
-	struct io_uring ring;
+	struct one_buf b;
 	struct md_array md;
-	int ubuf, memfd, fd;
-	void *map;
+	int fd;
 
-	ubuf = dmabufrw_alloc_udmabuf(MiB, &memfd);
-	ASSERT_LE(0, ubuf);
-	map = mmap(NULL, MiB, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-	ASSERT_NE(MAP_FAILED, map);
-	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
-	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
+	one_buf_init(_metadata, &b);
 	ASSERT_EQ(0, md_create(&md, 0, self->member, STACK_MEMBERS, CHUNK));
 	fd = open(md.path, O_RDWR | O_DIRECT);
 	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 0, ubuf, fd));
-	pattern_fill(map, MiB, 61, 0);
-	ASSERT_EQ(MiB, dmabufrw_rw_fixed(&ring, true, fd, 0, 0, MiB, 0));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&b.ring, 0, b.ubuf, fd));
+	pattern_fill(b.map, MiB, 61, 0);
+	ASSERT_EQ(MiB, dmabufrw_rw_fixed(&b.ring, true, fd, 0, 0, MiB, 0));
 
 	md_attr(&md, "level", path, sizeof(path));
 	ASSERT_EQ(0, write_text(path, "raid5")) TH_LOG("takeover to raid5");
 	ASSERT_LT(0, read_text(path, text, sizeof(text)));
 	ASSERT_STREQ("raid5", text);
 
-	pattern_fill(map, MiB, 62, 0);
-	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&ring, true, fd, 0, 0, MiB, 0));
+	pattern_fill(b.map, MiB, 62, 0);
+	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&b.ring, true, fd, 0, 0, MiB, 0));
 	EXPECT_EQ(-1, pattern_check_fd(fd, 0, MiB, 61, 0));
-	memset(map, 0x5a, MiB);
-	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&ring, false, fd, 0, 0, MiB, 0));
-	EXPECT_EQ(-1, first_not(map, MiB, 0x5a));
+	memset(b.map, 0x5a, MiB);
+	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&b.ring, false, fd, 0, 0, MiB, 0));
+	EXPECT_EQ(-1, first_not(b.map, MiB, 0x5a));
 
-	io_uring_queue_exit(&ring);
 	close(fd);
-	munmap(map, MiB);
-	close(ubuf);
-	close(memfd);
+	one_buf_exit(&b);
 	EXPECT_EQ(0, md_stop(&md));
 }
 
