@@ -860,6 +860,153 @@ TEST_F_TIMEOUT(texp_stack, migration_storm_loses_no_data_and_no_dma_is_stale, 36
 }
 
 /*
+ * A revoke under large dma-buf writes to md RAID1 over members 2 and 3.
+ * Each 4 MiB write reaches each mirror as several requests, and those
+ * that had not reached their device when the exporter revoked the buffer
+ * fail, so a mirror may hold a write another lacks, or part of it, and the
+ * buffer cannot be mapped to write it again.  RAID1 then copies one
+ * mirror's copy to the others, as a resync would: no mirror is failed, and
+ * the mirrors agree, so that what a read returns does not depend on the
+ * mirror it goes to.
+ */
+#define MIRROR_SPAN	(16 * MiB)
+#define MIRROR_IO	(4 * MiB)
+
+FIXTURE(texp_mirror) {
+	struct md_array md;
+	int fd, ctl, dbuf, leg[2];
+};
+
+FIXTURE_SETUP(texp_mirror)
+{
+	dev_t member[2];
+	char name[32], path[64];
+	void *p;
+	int i;
+
+	self->md.fd = self->fd = self->dbuf = self->ctl = -1;
+	self->leg[0] = self->leg[1] = -1;
+	for (i = 0; i < 2; i++) {
+		member[i] = member_devt(2 + i);
+		if (!member[i])
+			SKIP(return, "no member controller %d (scripts/run-vm test mode)", 2 + i);
+	}
+	REQUIRE_DMABUF_IO();
+	self->ctl = texp_open();
+	if (self->ctl == -ENOENT)
+		SKIP(return, "no %s (CONFIG_DMABUF_TEST_EXPORTER)", TEXP_DEV);
+	ASSERT_LE(0, self->ctl);
+	for (i = 0; i < 2; i++) {
+		member_name(2 + i, name, sizeof(name));
+		snprintf(path, sizeof(path), "/dev/%s", name);
+		self->leg[i] = open(path, O_RDONLY | O_DIRECT);
+		ASSERT_LE(0, self->leg[i]) TH_LOG("%s: %s", path, strerror(errno));
+	}
+	ASSERT_EQ(0, md_create(&self->md, 1, member, 2, 0));
+	self->fd = open(self->md.path, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, self->fd);
+	self->dbuf = texp_create(self->ctl, MIRROR_SPAN, 0);
+	ASSERT_LE(0, self->dbuf);
+	p = malloc(MIRROR_SPAN);
+	ASSERT_NE(NULL, p);
+	pattern_fill(p, MIRROR_SPAN, 71, 0);
+	ASSERT_EQ(0, texp_rw(self->ctl, self->dbuf, 1, 0, p, MIRROR_SPAN));
+	free(p);
+}
+
+FIXTURE_TEARDOWN(texp_mirror)
+{
+	int i;
+
+	if (self->fd >= 0)
+		close(self->fd);
+	if (self->dbuf >= 0)
+		close(self->dbuf);
+	if (self->ctl >= 0)
+		close(self->ctl);
+	for (i = 0; i < 2; i++)
+		if (self->leg[i] >= 0)
+			close(self->leg[i]);
+	EXPECT_EQ(0, md_stop(&self->md));
+}
+
+/* md's state of the array's mirror on member 2 + @i, or "gone". */
+static void mirror_state(const struct md_array *md, int i, char *text,
+			 size_t size)
+{
+	char name[32], path[128];
+
+	member_name(2 + i, name, sizeof(name));
+	snprintf(path, sizeof(path), "/sys/block/%s/md/dev-%s/state",
+		 strrchr(md->path, '/') + 1, name);
+	if (read_text(path, text, size) < 0)
+		snprintf(text, size, "gone");
+}
+
+TEST_F_TIMEOUT(texp_mirror, mirrors_agree_after_a_revoke_under_writes, 600)
+{
+	char state[2][128];
+	struct io_uring ring;
+	struct io_uring_cqe *cqe;
+	unsigned long submitted = 0, done = 0, ok = 0, failed = 0;
+	unsigned char *a, *b;
+	bool revoked = false;
+	int i, faulty = 0;
+	long diff;
+
+	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
+	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 0, self->dbuf, self->fd));
+
+	/* four 4 MiB writes in flight; the revoke after the first twelve */
+	while (done < submitted || !revoked) {
+		while (!revoked && submitted - done < 4) {
+			struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+			uint64_t off = (submitted % 4) * MIRROR_IO;
+
+			io_uring_prep_write_fixed(sqe, self->fd, (void *)off,
+						  MIRROR_IO, off, 0);
+			ASSERT_EQ(1, io_uring_submit(&ring));
+			submitted++;
+		}
+		ASSERT_EQ(0, io_uring_wait_cqe(&ring, &cqe));
+		if (cqe->res == MIRROR_IO)
+			ok++;
+		else
+			failed++;
+		io_uring_cqe_seen(&ring, cqe);
+		done++;
+		if (!revoked && done == 12) {
+			ASSERT_EQ(0, texp_op(self->ctl, DMABUF_TEST_IOC_REVOKE,
+					     self->dbuf, 0));
+			revoked = true;
+		}
+	}
+	io_uring_queue_exit(&ring);
+	EXPECT_LE(12, ok);
+
+	for (i = 0; i < 2; i++) {
+		mirror_state(&self->md, i, state[i], sizeof(state[i]));
+		faulty += !!strstr(state[i], "faulty");
+	}
+	TH_LOG("%lu writes done, %lu failed after the revoke; mirrors: %s, %s",
+	       ok, failed, state[0], state[1]);
+	EXPECT_EQ(0, faulty);
+	a = aligned_alloc(4096, MIRROR_SPAN);
+	b = aligned_alloc(4096, MIRROR_SPAN);
+	ASSERT_NE(NULL, a);
+	ASSERT_NE(NULL, b);
+	ASSERT_EQ(MIRROR_SPAN, pread(self->leg[0], a, MIRROR_SPAN, 0));
+	ASSERT_EQ(MIRROR_SPAN, pread(self->leg[1], b, MIRROR_SPAN, 0));
+	for (diff = 0; diff < (long)MIRROR_SPAN && a[diff] == b[diff]; diff++)
+		;
+	EXPECT_EQ((long)MIRROR_SPAN, diff)
+		TH_LOG("the mirrors differ from byte %ld", diff);
+	free(a);
+	free(b);
+}
+
+/*
  * The storm against polled rings (IORING_SETUP_IOPOLL), whose I/O goes to
  * the NVMe poll queues and completes only when someone polls: a reader and
  * a writer ring at QD 64 on the raw namespace, each verified as above, and

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <linux/dma-buf.h>
 #include <linux/fs.h>
@@ -883,9 +884,10 @@ TEST_F(stack, raid1_io_reaching_a_removed_leg_fails_it_and_completes)
 /*
  * A disk added to an md RAID1 after the registration is not one of its
  * members: a dma-buf write, which RAID1 sends to the new mirror too, fails
- * with EINVAL (RAID1 used to report it done, though the new mirror lacked
- * it), and the new mirror is not failed for it.  Registered again, the
- * buffer writes both mirrors.
+ * with EINVAL before any mirror gets it (RAID1 used to report it done,
+ * though the new mirror lacked it, and then wrote the old mirror only),
+ * and the new mirror is not failed for it.  Registered again, the buffer
+ * writes both mirrors.
  */
 TEST_F(stack, raid1_write_to_a_mirror_added_after_registration_fails_with_einval)
 {
@@ -928,6 +930,8 @@ TEST_F(stack, raid1_write_to_a_mirror_added_after_registration_fails_with_einval
 	pattern_fill(b.map, MiB, 52, 0);
 	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&b.ring, true, fd, 0, 0, MiB,
 					     2 * MiB));
+	/* the old mirror holds the zeroes md_create() wrote */
+	EXPECT_EQ(0, pattern_check_fd(self->fd[2], 2 * MiB, MiB, 52, 0));
 	snprintf(path, sizeof(path), "/sys/block/%s/md/dev-%s/state",
 		 strrchr(md.path, '/') + 1, name);
 	ASSERT_LT(0, read_text(path, text, sizeof(text)));
@@ -942,6 +946,62 @@ TEST_F(stack, raid1_write_to_a_mirror_added_after_registration_fails_with_einval
 	close(fd);
 	one_buf_exit(&b);
 	EXPECT_EQ(0, md_stop(&md));
+}
+
+/*
+ * RAID1 over a dm-linear device on member 1 and member 3, whose dm leg's
+ * table is then swapped for one on member 0, which was not part of the
+ * array when the dma-buf was registered (member 0 first gets what member 1
+ * holds, so that the mirrors agree).  A dma-buf write reaches member 3 and
+ * fails on the dm leg with EINVAL, where its bio reaches member 0; RAID1
+ * cannot write it there again, and copies member 3's copy to the dm leg,
+ * as a resync would.  The write fails with EINVAL, no mirror is failed,
+ * and the mirrors agree.  RAID1 used to leave them different, the array
+ * clean: what a read returned depended on the mirror it went to.
+ */
+TEST_F(stack, raid1_mirrors_agree_after_a_write_a_stacked_leg_refused)
+{
+	char params[64], path[128], text[64];
+	struct one_buf b;
+	struct md_array md;
+	struct dm_dev dm;
+	dev_t legs[2];
+	int fd, leg;
+
+	one_buf_init(_metadata, &b);
+	snprintf(params, sizeof(params), "%u:%u 0", major(self->member[1]),
+		 minor(self->member[1]));
+	ASSERT_EQ(0, dm_create(&dm, "leg", "linear", 64 * MiB / 512, params));
+	legs[0] = dm.devt;
+	legs[1] = self->member[3];
+	ASSERT_EQ(0, md_create(&md, 1, legs, 2, 0));
+	fd = open(md.path, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&b.ring, 0, b.ubuf, fd));
+	ASSERT_EQ(0, pattern_fill_fd(fd, 2 * MiB, MiB, 83, 0));
+	ASSERT_EQ(0, pattern_fill_fd(self->fd[0], 2 * MiB, MiB, 83, 0));
+
+	snprintf(params, sizeof(params), "%u:%u 0", major(self->member[0]),
+		 minor(self->member[0]));
+	ASSERT_EQ(0, dm_reload(&dm, "linear", 64 * MiB / 512, params));
+	pattern_fill(b.map, MiB, 84, 0);
+	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&b.ring, true, fd, 0, 0, MiB,
+					     2 * MiB));
+
+	md_attr(&md, "degraded", path, sizeof(path));
+	ASSERT_LT(0, read_text(path, text, sizeof(text)));
+	EXPECT_STREQ("0", text) TH_LOG("a mirror was failed");
+	leg = open(dm.path, O_RDONLY | O_DIRECT);
+	ASSERT_LE(0, leg);
+	EXPECT_EQ(-1, pattern_check_fd(self->fd[3], 2 * MiB, MiB, 84, 0));
+	EXPECT_EQ(-1, pattern_check_fd(leg, 2 * MiB, MiB, 84, 0))
+		TH_LOG("the mirrors differ");
+	close(leg);
+
+	close(fd);
+	one_buf_exit(&b);
+	EXPECT_EQ(0, md_stop(&md));
+	EXPECT_EQ(0, dm_remove(&dm));
 }
 
 /*
@@ -1336,6 +1396,55 @@ TEST_F(stack_io, registration_maps_once_per_member)
 	EXPECT_EQ(variant->members, members);
 	/* the multipath head sends each I/O down one path */
 	EXPECT_LE(variant->layout == HEAD ? 1 : variant->members, mapped);
+}
+
+/* The references that hold nvme-pci loaded, or -1 if it is built in. */
+static int nvme_refcnt(void)
+{
+	char buf[32];
+
+	if (read_text("/sys/module/nvme/refcnt", buf, sizeof(buf)) < 0)
+		return -1;
+	return atoi(buf);
+}
+
+/*
+ * Each member's context of a registration holds nvme-pci loaded: the
+ * context's last reference may free its controller, which runs nvme-pci's
+ * code, and a registration may outlive every open of its members (a
+ * multipath head's paths are never opened, an md or dm member may leave
+ * the stack).  The module's references drop by one per member and buffer
+ * when the two slots are emptied; and while nothing but the multipath
+ * head's registrations hold nvme-pci, unloading it fails with EWOULDBLOCK.
+ */
+TEST_F(stack_io, member_contexts_keep_nvme_pci_loaded)
+{
+	int i, held, left, tries, contexts = 2 * variant->members;
+
+	if (nvme_refcnt() < 0)
+		SKIP(return, "nvme-pci is built in (CONFIG_BLK_DEV_NVME=y)");
+	/* opening a namespace holds the module too */
+	for (i = 0; i < STACK_MEMBERS; i++) {
+		close(self->fd[i]);
+		self->fd[i] = -1;
+	}
+	held = nvme_refcnt();
+	ASSERT_LE(contexts, held);
+	if (variant->layout == HEAD) {
+		ASSERT_EQ(contexts, held) TH_LOG("something else holds nvme");
+		EXPECT_EQ(-1, syscall(SYS_delete_module, "nvme", O_NONBLOCK));
+		EXPECT_EQ(EWOULDBLOCK, errno);
+	}
+
+	ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 0));
+	ASSERT_EQ(0, dmabufrw_unregister_slot(&self->ring, 1));
+	for (tries = 0; tries < 100; tries++) {
+		left = nvme_refcnt();
+		if (left <= held - contexts)
+			break;
+		usleep(20000);
+	}
+	EXPECT_EQ(held - contexts, left);
 }
 
 TEST_HARNESS_MAIN
