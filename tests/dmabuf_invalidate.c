@@ -800,13 +800,11 @@ FIXTURE_VARIANT_ADD(texp_stack, md_raid1) {
 
 FIXTURE_SETUP(texp_stack)
 {
-	dev_t member[STACK_MEMBERS];
 	int i;
 
 	self->md.fd = self->fd = self->dbuf = self->ctl = -1;
 	for (i = 0; i < variant->members; i++) {
-		member[i] = member_devt(i);
-		if (!member[i])
+		if (!member_devt(i))
 			SKIP(return, "no member controller %d (scripts/run-vm test mode)", i);
 	}
 	REQUIRE_DMABUF_IO();
@@ -814,6 +812,32 @@ FIXTURE_SETUP(texp_stack)
 	if (self->ctl == -ENOENT)
 		SKIP(return, "no %s (CONFIG_DMABUF_TEST_EXPORTER)", TEXP_DEV);
 	ASSERT_LE(0, self->ctl);
+}
+
+FIXTURE_TEARDOWN(texp_stack)
+{
+	if (self->fd >= 0)
+		close(self->fd);
+	if (self->dbuf >= 0)
+		close(self->dbuf);
+	if (self->ctl >= 0)
+		close(self->ctl);
+	EXPECT_EQ(0, md_stop(&self->md));
+}
+
+/*
+ * Assemble the array and create the buffer: in the test, so that the
+ * teardown unwinds what a failure leaves (not after a failed setup).
+ */
+static void texp_stack_build(struct __test_metadata *_metadata,
+			     FIXTURE_DATA(texp_stack) *self,
+			     const FIXTURE_VARIANT(texp_stack) *variant)
+{
+	dev_t member[STACK_MEMBERS];
+	int i;
+
+	for (i = 0; i < variant->members; i++)
+		member[i] = member_devt(i);
 	ASSERT_EQ(0, md_create(&self->md, variant->level, member,
 			       variant->members, 64 * 1024));
 	/* fail-fast mirrors: md retries a failed read elsewhere and fails the leg */
@@ -832,21 +856,11 @@ FIXTURE_SETUP(texp_stack)
 	ASSERT_LE(0, self->dbuf);
 }
 
-FIXTURE_TEARDOWN(texp_stack)
-{
-	if (self->fd >= 0)
-		close(self->fd);
-	if (self->dbuf >= 0)
-		close(self->dbuf);
-	if (self->ctl >= 0)
-		close(self->ctl);
-	EXPECT_EQ(0, md_stop(&self->md));
-}
-
 TEST_F_TIMEOUT(texp_stack, migration_storm_loses_no_data_and_no_dma_is_stale, 3600)
 {
 	char path[128], text[32];
 
+	texp_stack_build(_metadata, self, variant);
 	migration_storm(_metadata, self->ctl, self->dbuf, self->fd,
 			variant->level ? "md_raid1" : "md_raid0", STORM_RW,
 			variant->members);
@@ -879,16 +893,12 @@ FIXTURE(texp_mirror) {
 
 FIXTURE_SETUP(texp_mirror)
 {
-	dev_t member[2];
-	char name[32], path[64];
-	void *p;
 	int i;
 
 	self->md.fd = self->fd = self->dbuf = self->ctl = -1;
 	self->leg[0] = self->leg[1] = -1;
 	for (i = 0; i < 2; i++) {
-		member[i] = member_devt(2 + i);
-		if (!member[i])
+		if (!member_devt(2 + i))
 			SKIP(return, "no member controller %d (scripts/run-vm test mode)", 2 + i);
 	}
 	REQUIRE_DMABUF_IO();
@@ -896,22 +906,6 @@ FIXTURE_SETUP(texp_mirror)
 	if (self->ctl == -ENOENT)
 		SKIP(return, "no %s (CONFIG_DMABUF_TEST_EXPORTER)", TEXP_DEV);
 	ASSERT_LE(0, self->ctl);
-	for (i = 0; i < 2; i++) {
-		member_name(2 + i, name, sizeof(name));
-		snprintf(path, sizeof(path), "/dev/%s", name);
-		self->leg[i] = open(path, O_RDONLY | O_DIRECT);
-		ASSERT_LE(0, self->leg[i]) TH_LOG("%s: %s", path, strerror(errno));
-	}
-	ASSERT_EQ(0, md_create(&self->md, 1, member, 2, 0));
-	self->fd = open(self->md.path, O_RDWR | O_DIRECT);
-	ASSERT_LE(0, self->fd);
-	self->dbuf = texp_create(self->ctl, MIRROR_SPAN, 0);
-	ASSERT_LE(0, self->dbuf);
-	p = malloc(MIRROR_SPAN);
-	ASSERT_NE(NULL, p);
-	pattern_fill(p, MIRROR_SPAN, 71, 0);
-	ASSERT_EQ(0, texp_rw(self->ctl, self->dbuf, 1, 0, p, MIRROR_SPAN));
-	free(p);
 }
 
 FIXTURE_TEARDOWN(texp_mirror)
@@ -928,6 +922,38 @@ FIXTURE_TEARDOWN(texp_mirror)
 		if (self->leg[i] >= 0)
 			close(self->leg[i]);
 	EXPECT_EQ(0, md_stop(&self->md));
+}
+
+/*
+ * Assemble the array and fill the buffer: in the test, so that the
+ * teardown unwinds what a failure leaves (not after a failed setup).
+ */
+static void texp_mirror_build(struct __test_metadata *_metadata,
+			      FIXTURE_DATA(texp_mirror) *self)
+{
+	char name[32], path[64];
+	dev_t member[2];
+	void *p;
+	int i;
+
+	for (i = 0; i < 2; i++)
+		member[i] = member_devt(2 + i);
+	for (i = 0; i < 2; i++) {
+		member_name(2 + i, name, sizeof(name));
+		snprintf(path, sizeof(path), "/dev/%s", name);
+		self->leg[i] = open(path, O_RDONLY | O_DIRECT);
+		ASSERT_LE(0, self->leg[i]) TH_LOG("%s: %s", path, strerror(errno));
+	}
+	ASSERT_EQ(0, md_create(&self->md, 1, member, 2, 0));
+	self->fd = open(self->md.path, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, self->fd);
+	self->dbuf = texp_create(self->ctl, MIRROR_SPAN, 0);
+	ASSERT_LE(0, self->dbuf);
+	p = malloc(MIRROR_SPAN);
+	ASSERT_NE(NULL, p);
+	pattern_fill(p, MIRROR_SPAN, 71, 0);
+	ASSERT_EQ(0, texp_rw(self->ctl, self->dbuf, 1, 0, p, MIRROR_SPAN));
+	free(p);
 }
 
 /* md's state of the array's mirror on member 2 + @i, or "gone". */
@@ -954,6 +980,7 @@ TEST_F_TIMEOUT(texp_mirror, mirrors_agree_after_a_revoke_under_writes, 600)
 	int i, faulty = 0;
 	long diff;
 
+	texp_mirror_build(_metadata, self);
 	ASSERT_EQ(0, io_uring_queue_init(8, &ring, 0));
 	ASSERT_EQ(0, io_uring_register_buffers_sparse(&ring, 1));
 	ASSERT_EQ(0, dmabufrw_register_dmabuf(&ring, 0, self->dbuf, self->fd));

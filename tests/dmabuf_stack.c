@@ -38,16 +38,35 @@
 
 #define CHUNK	(64 * KiB)
 
+/* A 1 MiB udmabuf, mapped, and a ring with one empty buffer slot. */
+struct one_buf {
+	struct io_uring ring;
+	int ubuf, memfd;
+	void *map;
+};
+
+/*
+ * What a test builds lives here, for the teardown to unwind when the test
+ * fails half-way: its array and device-mapper devices, the stacked device
+ * it opened, its buffer; and controllers it took off the bus and members
+ * it partitioned are put back.
+ */
 FIXTURE(stack)
 {
 	dev_t member[STACK_MEMBERS];
 	int fd[STACK_MEMBERS];
+	struct md_array md;
+	struct dm_dev dm[2];	/* dm[1] may be stacked on dm[0] */
+	int dev;
+	struct one_buf b;
 };
 
 FIXTURE_SETUP(stack)
 {
 	int i;
 
+	self->md.fd = self->dev = self->b.ubuf = -1;
+	self->dm[0].devt = self->dm[1].devt = 0;
 	for (i = 0; i < STACK_MEMBERS; i++) {
 		self->fd[i] = -1;
 		self->member[i] = member_devt(i);
@@ -67,13 +86,37 @@ FIXTURE_SETUP(stack)
 	}
 }
 
+static void one_buf_exit(struct one_buf *b);
+static int member_rescan(int i);
+static int member_partition(int i, dev_t *part);
+static int mpath_paths(void);
+static int mpath_rescan(void);
+
 FIXTURE_TEARDOWN(stack)
 {
+	char name[32], path[64];
 	int i;
 
+	if (self->dev >= 0)
+		close(self->dev);
+	one_buf_exit(&self->b);
+	/* the ring's registrations go with its exit work; top down */
+	EXPECT_EQ(0, md_stop(&self->md));
+	EXPECT_EQ(0, dm_remove(&self->dm[1]));
+	EXPECT_EQ(0, dm_remove(&self->dm[0]));
 	for (i = 0; i < STACK_MEMBERS; i++)
 		if (self->fd[i] >= 0)
 			close(self->fd[i]);
+	for (i = 0; i < STACK_MEMBERS; i++) {
+		if (!member_devt(i))
+			EXPECT_EQ(0, member_rescan(i));
+		member_name(i, name, sizeof(name));
+		snprintf(path, sizeof(path), "/dev/%sp1", name);
+		if (blk_devt(path))
+			EXPECT_EQ(0, member_partition(i, NULL));
+	}
+	if (mpath_paths() < 2)
+		EXPECT_EQ(0, mpath_rescan());
 }
 
 /*
@@ -208,81 +251,78 @@ TEST_F(stack, members_and_multipath_head_are_present)
 /* md RAID0 puts chunk k of the array on member k % 4. */
 TEST_F(stack, md_raid0_places_each_chunk_on_its_member)
 {
-	struct md_array md;
-	int fd;
 
-	ASSERT_EQ(0, md_create(&md, 0, self->member, STACK_MEMBERS, CHUNK));
-	fd = open(md.path, O_RDWR | O_DIRECT);
-	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, md_create(&self->md, 0, self->member, STACK_MEMBERS, CHUNK));
+	self->dev = open(self->md.path, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, self->dev);
 	/* 4 MiB at 1.5 chunks in: partial chunks at both ends */
-	ASSERT_EQ(0, pattern_fill_fd(fd, CHUNK + CHUNK / 2, 4 * MiB, 11,
+	ASSERT_EQ(0, pattern_fill_fd(self->dev, CHUNK + CHUNK / 2, 4 * MiB, 11,
 				     CHUNK + CHUNK / 2));
-	EXPECT_EQ(-1, pattern_check_fd(fd, CHUNK + CHUNK / 2, 4 * MiB, 11,
+	EXPECT_EQ(-1, pattern_check_fd(self->dev, CHUNK + CHUNK / 2, 4 * MiB, 11,
 				       CHUNK + CHUNK / 2));
 	EXPECT_EQ(-1, check_striped(self->fd, STACK_MEMBERS, 0,
 				    CHUNK + CHUNK / 2, 4 * MiB, 11));
-	close(fd);
-	EXPECT_EQ(0, md_stop(&md));
+	close(self->dev);
+	self->dev = -1;
+	EXPECT_EQ(0, md_stop(&self->md));
 }
 
 /* md RAID1 writes both legs, from their first sector. */
 TEST_F(stack, md_raid1_writes_both_legs)
 {
-	struct md_array md;
-	int fd;
 
-	ASSERT_EQ(0, md_create(&md, 1, self->member + 2, 2, 0));
-	fd = open(md.path, O_RDWR | O_DIRECT);
-	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, pattern_fill_fd(fd, 3 * MiB, 2 * MiB, 12, 0));
-	EXPECT_EQ(-1, pattern_check_fd(fd, 3 * MiB, 2 * MiB, 12, 0));
+	ASSERT_EQ(0, md_create(&self->md, 1, self->member + 2, 2, 0));
+	self->dev = open(self->md.path, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, self->dev);
+	ASSERT_EQ(0, pattern_fill_fd(self->dev, 3 * MiB, 2 * MiB, 12, 0));
+	EXPECT_EQ(-1, pattern_check_fd(self->dev, 3 * MiB, 2 * MiB, 12, 0));
 	EXPECT_EQ(-1, pattern_check_fd(self->fd[2], 3 * MiB, 2 * MiB, 12, 0));
 	EXPECT_EQ(-1, pattern_check_fd(self->fd[3], 3 * MiB, 2 * MiB, 12, 0));
-	close(fd);
-	EXPECT_EQ(0, md_stop(&md));
+	close(self->dev);
+	self->dev = -1;
+	EXPECT_EQ(0, md_stop(&self->md));
 }
 
 /* dm-linear maps its sectors to the member at the table's offset. */
 TEST_F(stack, dm_linear_maps_at_its_offset)
 {
-	struct dm_dev dm;
 	char params[64];
-	int fd;
 
 	snprintf(params, sizeof(params), "%u:%u 2048", major(self->member[1]),
 		 minor(self->member[1]));
-	ASSERT_EQ(0, dm_create(&dm, "linear", "linear", 8192, params));
-	fd = open(dm.path, O_RDWR | O_DIRECT);
-	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, pattern_fill_fd(fd, 512 * KiB, MiB, 13, 0));
-	EXPECT_EQ(-1, pattern_check_fd(fd, 512 * KiB, MiB, 13, 0));
+	ASSERT_EQ(0, dm_create(&self->dm[0], "linear", "linear", 8192, params));
+	self->dev = open(self->dm[0].path, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, self->dev);
+	ASSERT_EQ(0, pattern_fill_fd(self->dev, 512 * KiB, MiB, 13, 0));
+	EXPECT_EQ(-1, pattern_check_fd(self->dev, 512 * KiB, MiB, 13, 0));
 	EXPECT_EQ(-1, pattern_check_fd(self->fd[1], MiB + 512 * KiB, MiB, 13, 0));
-	close(fd);
-	EXPECT_EQ(0, dm_remove(&dm));
+	close(self->dev);
+	self->dev = -1;
+	EXPECT_EQ(0, dm_remove(&self->dm[0]));
 }
 
 /* dm-striped puts chunk k on member k % 4, as md RAID0 does. */
 TEST_F(stack, dm_striped_places_each_chunk_on_its_member)
 {
 	char params[256];
-	struct dm_dev dm;
-	int fd, i, len;
+	int i, len;
 
 	len = snprintf(params, sizeof(params), "%d %lu", STACK_MEMBERS,
 		       CHUNK / 512);
 	for (i = 0; i < STACK_MEMBERS; i++)
 		len += snprintf(params + len, sizeof(params) - len, " %u:%u 0",
 				major(self->member[i]), minor(self->member[i]));
-	ASSERT_EQ(0, dm_create(&dm, "striped", "striped",
+	ASSERT_EQ(0, dm_create(&self->dm[0], "striped", "striped",
 			       STACK_MEMBERS * 16384, params));
-	fd = open(dm.path, O_RDWR | O_DIRECT);
-	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, pattern_fill_fd(fd, CHUNK / 2, 3 * MiB, 14, CHUNK / 2));
-	EXPECT_EQ(-1, pattern_check_fd(fd, CHUNK / 2, 3 * MiB, 14, CHUNK / 2));
+	self->dev = open(self->dm[0].path, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, self->dev);
+	ASSERT_EQ(0, pattern_fill_fd(self->dev, CHUNK / 2, 3 * MiB, 14, CHUNK / 2));
+	EXPECT_EQ(-1, pattern_check_fd(self->dev, CHUNK / 2, 3 * MiB, 14, CHUNK / 2));
 	EXPECT_EQ(-1, check_striped(self->fd, STACK_MEMBERS, 0, CHUNK / 2,
 				    3 * MiB, 14));
-	close(fd);
-	EXPECT_EQ(0, dm_remove(&dm));
+	close(self->dev);
+	self->dev = -1;
+	EXPECT_EQ(0, dm_remove(&self->dm[0]));
 }
 
 /*
@@ -292,36 +332,28 @@ TEST_F(stack, dm_striped_places_each_chunk_on_its_member)
 TEST_F(stack, multipath_head_serves_io_without_one_path)
 {
 	char head[32], path[64], bdf[64], remove[128];
-	int fd;
 
 	mpath_name(head, sizeof(head));
 	ASSERT_NE(0, *head);
 	snprintf(path, sizeof(path), "/dev/%s", head);
-	fd = open(path, O_RDWR | O_DIRECT);
-	ASSERT_LE(0, fd) TH_LOG("%s: %s", path, strerror(errno));
-	ASSERT_EQ(0, pattern_fill_fd(fd, 0, MiB, 15, 0));
+	self->dev = open(path, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, self->dev) TH_LOG("%s: %s", path, strerror(errno));
+	ASSERT_EQ(0, pattern_fill_fd(self->dev, 0, MiB, 15, 0));
 
 	ASSERT_EQ(0, ctrl_bdf("dmabufrw-mp", bdf, sizeof(bdf)));
 	snprintf(remove, sizeof(remove), "/sys/bus/pci/devices/%s/remove", bdf);
 	ASSERT_EQ(0, write_text(remove, "1"));
 	EXPECT_EQ(1, mpath_paths());
 
-	EXPECT_EQ(-1, pattern_check_fd(fd, 0, MiB, 15, 0));
-	ASSERT_EQ(0, pattern_fill_fd(fd, MiB, MiB, 16, 0));
-	EXPECT_EQ(-1, pattern_check_fd(fd, MiB, MiB, 16, 0));
+	EXPECT_EQ(-1, pattern_check_fd(self->dev, 0, MiB, 15, 0));
+	ASSERT_EQ(0, pattern_fill_fd(self->dev, MiB, MiB, 16, 0));
+	EXPECT_EQ(-1, pattern_check_fd(self->dev, MiB, MiB, 16, 0));
 
 	EXPECT_EQ(0, mpath_rescan()) TH_LOG("the removed path did not come back");
-	EXPECT_EQ(-1, pattern_check_fd(fd, 0, MiB, 15, 0));
-	EXPECT_EQ(-1, pattern_check_fd(fd, MiB, MiB, 16, 0));
-	close(fd);
+	EXPECT_EQ(-1, pattern_check_fd(self->dev, 0, MiB, 15, 0));
+	EXPECT_EQ(-1, pattern_check_fd(self->dev, MiB, MiB, 16, 0));
+	close(self->dev);
 }
-
-/* A 1 MiB udmabuf, mapped, and a ring with one empty buffer slot. */
-struct one_buf {
-	struct io_uring ring;
-	int ubuf, memfd;
-	void *map;
-};
 
 static void one_buf_init(struct __test_metadata *_metadata, struct one_buf *b)
 {
@@ -335,10 +367,13 @@ static void one_buf_init(struct __test_metadata *_metadata, struct one_buf *b)
 
 static void one_buf_exit(struct one_buf *b)
 {
+	if (b->ubuf < 0)
+		return;
 	io_uring_queue_exit(&b->ring);
 	munmap(b->map, MiB);
 	close(b->ubuf);
 	close(b->memfd);
+	b->ubuf = -1;
 }
 
 /*
@@ -367,27 +402,24 @@ static void expect_refused(struct __test_metadata *_metadata,
  */
 TEST_F(stack, registration_on_stacks_the_cpu_would_touch_is_refused)
 {
-	struct dm_dev zero, lin;
-	struct md_array md;
-	struct one_buf b;
 	char params[64];
 
-	one_buf_init(_metadata, &b);
+	one_buf_init(_metadata, &self->b);
 
-	ASSERT_EQ(0, md_create(&md, 5, self->member, 3, CHUNK));
-	expect_refused(_metadata, &b.ring, b.ubuf, md.path, -EOPNOTSUPP);
-	EXPECT_EQ(0, md_stop(&md));
+	ASSERT_EQ(0, md_create(&self->md, 5, self->member, 3, CHUNK));
+	expect_refused(_metadata, &self->b.ring, self->b.ubuf, self->md.path, -EOPNOTSUPP);
+	EXPECT_EQ(0, md_stop(&self->md));
 
-	ASSERT_EQ(0, dm_create(&zero, "zero", "zero", 2048, ""));
-	expect_refused(_metadata, &b.ring, b.ubuf, zero.path, -EOPNOTSUPP);
-	snprintf(params, sizeof(params), "%u:%u 0", major(zero.devt),
-		 minor(zero.devt));
-	ASSERT_EQ(0, dm_create(&lin, "linear", "linear", 2048, params));
-	expect_refused(_metadata, &b.ring, b.ubuf, lin.path, -EOPNOTSUPP);
-	EXPECT_EQ(0, dm_remove(&lin));
-	EXPECT_EQ(0, dm_remove(&zero));
+	ASSERT_EQ(0, dm_create(&self->dm[0], "zero", "zero", 2048, ""));
+	expect_refused(_metadata, &self->b.ring, self->b.ubuf, self->dm[0].path, -EOPNOTSUPP);
+	snprintf(params, sizeof(params), "%u:%u 0", major(self->dm[0].devt),
+		 minor(self->dm[0].devt));
+	ASSERT_EQ(0, dm_create(&self->dm[1], "linear", "linear", 2048, params));
+	expect_refused(_metadata, &self->b.ring, self->b.ubuf, self->dm[1].path, -EOPNOTSUPP);
+	EXPECT_EQ(0, dm_remove(&self->dm[1]));
+	EXPECT_EQ(0, dm_remove(&self->dm[0]));
 
-	one_buf_exit(&b);
+	one_buf_exit(&self->b);
 }
 
 /*
@@ -400,47 +432,45 @@ TEST_F(stack, registration_on_stacks_the_cpu_would_touch_is_refused)
 TEST_F(stack, io_after_a_table_reload_fails_where_the_registration_cannot_go)
 {
 	char params[64];
-	struct one_buf b;
-	struct dm_dev dm;
-	int fd;
 
-	one_buf_init(_metadata, &b);
+	one_buf_init(_metadata, &self->b);
 	snprintf(params, sizeof(params), "%u:%u 0", major(self->member[1]),
 		 minor(self->member[1]));
-	ASSERT_EQ(0, dm_create(&dm, "reload", "linear", 2048, params));
-	fd = open(dm.path, O_RDWR | O_DIRECT);
-	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, dmabufrw_register_dmabuf(&b.ring, 0, b.ubuf, fd));
-	pattern_fill(b.map, MiB, 21, 0);
-	ASSERT_EQ(MiB, dmabufrw_rw_fixed(&b.ring, true, fd, 0, 0, MiB, 0));
+	ASSERT_EQ(0, dm_create(&self->dm[0], "reload", "linear", 2048, params));
+	self->dev = open(self->dm[0].path, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, self->dev);
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->b.ring, 0, self->b.ubuf, self->dev));
+	pattern_fill(self->b.map, MiB, 21, 0);
+	ASSERT_EQ(MiB, dmabufrw_rw_fixed(&self->b.ring, true, self->dev, 0, 0, MiB, 0));
 	EXPECT_EQ(-1, pattern_check_fd(self->fd[1], 0, MiB, 21, 0));
 
 	/* member 2 joined after the registration */
 	ASSERT_EQ(0, pattern_fill_fd(self->fd[2], 0, MiB, 22, 0));
 	snprintf(params, sizeof(params), "%u:%u 0", major(self->member[2]),
 		 minor(self->member[2]));
-	ASSERT_EQ(0, dm_reload(&dm, "linear", 2048, params));
-	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&b.ring, true, fd, 0, 0, MiB, 0));
+	ASSERT_EQ(0, dm_reload(&self->dm[0], "linear", 2048, params));
+	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&self->b.ring, true, self->dev, 0, 0, MiB, 0));
 	EXPECT_EQ(-1, pattern_check_fd(self->fd[2], 0, MiB, 22, 0));
-	memset(b.map, 0x5a, MiB);
-	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&b.ring, false, fd, 0, 0, MiB, 0));
-	EXPECT_EQ(0x5a, ((unsigned char *)b.map)[0]);
+	memset(self->b.map, 0x5a, MiB);
+	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&self->b.ring, false, self->dev, 0, 0, MiB, 0));
+	EXPECT_EQ(0x5a, ((unsigned char *)self->b.map)[0]);
 
 	/* a target the CPU would fill */
-	ASSERT_EQ(0, dm_reload(&dm, "zero", 2048, ""));
-	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&b.ring, false, fd, 0, 0, MiB, 0));
-	EXPECT_EQ(0x5a, ((unsigned char *)b.map)[MiB - 1]);
+	ASSERT_EQ(0, dm_reload(&self->dm[0], "zero", 2048, ""));
+	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&self->b.ring, false, self->dev, 0, 0, MiB, 0));
+	EXPECT_EQ(0x5a, ((unsigned char *)self->b.map)[MiB - 1]);
 
 	/* back on the registered member */
 	snprintf(params, sizeof(params), "%u:%u 0", major(self->member[1]),
 		 minor(self->member[1]));
-	ASSERT_EQ(0, dm_reload(&dm, "linear", 2048, params));
-	EXPECT_EQ(MiB, dmabufrw_rw_fixed(&b.ring, false, fd, 0, 0, MiB, 0));
-	EXPECT_EQ(-1, pattern_check(b.map, MiB, 21, 0));
+	ASSERT_EQ(0, dm_reload(&self->dm[0], "linear", 2048, params));
+	EXPECT_EQ(MiB, dmabufrw_rw_fixed(&self->b.ring, false, self->dev, 0, 0, MiB, 0));
+	EXPECT_EQ(-1, pattern_check(self->b.map, MiB, 21, 0));
 
-	close(fd);
-	one_buf_exit(&b);
-	EXPECT_EQ(0, dm_remove(&dm));
+	close(self->dev);
+	self->dev = -1;
+	one_buf_exit(&self->b);
+	EXPECT_EQ(0, dm_remove(&self->dm[0]));
 }
 
 /*
@@ -679,24 +709,23 @@ TEST_F(stack, raid1_serves_dmabuf_io_while_a_leg_fails_and_is_removed)
 	struct bg_io r = { .writes = true };
 	char path[128], text[64];
 	unsigned long before;
-	struct md_array md;
 	int ubuf, memfd, i, err = 0;
 	pthread_t t;
 
-	ASSERT_EQ(0, md_create(&md, 1, self->member + 2, 2, 0));
-	r.fd = open(md.path, O_RDWR | O_DIRECT);
+	ASSERT_EQ(0, md_create(&self->md, 1, self->member + 2, 2, 0));
+	r.fd = open(self->md.path, O_RDWR | O_DIRECT);
 	ASSERT_LE(0, r.fd);
 	bg_io_start(_metadata, &r, &ubuf, &memfd, &t);
 	sleep(1);
 	before = r.done;
-	EXPECT_EQ(0, ioctl(md.fd, SET_DISK_FAULTY, self->member[3]))
+	EXPECT_EQ(0, ioctl(self->md.fd, SET_DISK_FAULTY, self->member[3]))
 		TH_LOG("set faulty: %s", strerror(errno));
 	sleep(1);
 	/* I/O went on after the fault, and goes on after the removal */
 	EXPECT_LT(before, r.done);
 	/* md lets the leg go once its pending I/O is done */
 	for (i = 0; i < 100; i++) {
-		if (!ioctl(md.fd, HOT_REMOVE_DISK, self->member[3]))
+		if (!ioctl(self->md.fd, HOT_REMOVE_DISK, self->member[3]))
 			break;
 		err = errno;
 		usleep(20000);
@@ -706,12 +735,12 @@ TEST_F(stack, raid1_serves_dmabuf_io_while_a_leg_fails_and_is_removed)
 	sleep(1);
 	bg_io_stop(_metadata, &r, ubuf, memfd, t, before);
 
-	md_attr(&md, "degraded", path, sizeof(path));
+	md_attr(&self->md, "degraded", path, sizeof(path));
 	ASSERT_LT(0, read_text(path, text, sizeof(text)));
 	EXPECT_EQ(1, atoi(text));
 	EXPECT_EQ(0, bg_io_check_fd(&r, self->fd[2], 0));
 	close(r.fd);
-	EXPECT_EQ(0, md_stop(&md));
+	EXPECT_EQ(0, md_stop(&self->md));
 }
 
 /* Rescan the PCI bus and wait up to 20 s for member @i: 0 or -1. */
@@ -789,7 +818,6 @@ TEST_F(stack, raid1_serves_dmabuf_io_while_a_leg_controller_is_removed)
 	struct bg_io r = { .writes = true };
 	char path[128], text[64], bdf[64];
 	unsigned long before;
-	struct md_array md;
 	int ubuf, memfd;
 	dev_t leg[2];
 	pthread_t t;
@@ -797,8 +825,8 @@ TEST_F(stack, raid1_serves_dmabuf_io_while_a_leg_controller_is_removed)
 	ASSERT_EQ(0, ctrl_bdf("dmabufrw-m3", bdf, sizeof(bdf)));
 	ASSERT_EQ(0, member_partition(2, &leg[0]));
 	ASSERT_EQ(0, member_partition(3, &leg[1]));
-	ASSERT_EQ(0, md_create(&md, 1, leg, 2, 0));
-	r.fd = open(md.path, O_RDWR | O_DIRECT);
+	ASSERT_EQ(0, md_create(&self->md, 1, leg, 2, 0));
+	r.fd = open(self->md.path, O_RDWR | O_DIRECT);
 	ASSERT_LE(0, r.fd);
 	bg_io_start(_metadata, &r, &ubuf, &memfd, &t);
 	sleep(1);
@@ -810,12 +838,12 @@ TEST_F(stack, raid1_serves_dmabuf_io_while_a_leg_controller_is_removed)
 	sleep(2);
 	bg_io_stop(_metadata, &r, ubuf, memfd, t, before);
 
-	md_attr(&md, "degraded", path, sizeof(path));
+	md_attr(&self->md, "degraded", path, sizeof(path));
 	ASSERT_LT(0, read_text(path, text, sizeof(text)));
 	EXPECT_EQ(1, atoi(text));
 	EXPECT_EQ(0, bg_io_check_fd(&r, self->fd[2], PART_START));
 	close(r.fd);
-	EXPECT_EQ(0, md_stop(&md));
+	EXPECT_EQ(0, md_stop(&self->md));
 
 	EXPECT_EQ(0, member_rescan(3)) TH_LOG("member 3 did not come back");
 	EXPECT_EQ(0, member_partition(2, NULL));
@@ -834,24 +862,22 @@ TEST_F(stack, raid1_serves_dmabuf_io_while_a_leg_controller_is_removed)
 TEST_F(stack, raid1_io_reaching_a_removed_leg_fails_it_and_completes)
 {
 	char path[128], text[64], bdf[64], name[32];
-	struct one_buf b;
-	struct md_array md;
-	int fd, i;
+	int i;
 	dev_t leg[2];
 
 	ASSERT_EQ(0, ctrl_bdf("dmabufrw-m1", bdf, sizeof(bdf)));
 	ASSERT_EQ(0, member_partition(0, &leg[0]));
 	ASSERT_EQ(0, member_partition(1, &leg[1]));
-	ASSERT_EQ(0, md_create(&md, 1, leg, 2, 0));
-	fd = open(md.path, O_RDWR | O_DIRECT);
-	ASSERT_LE(0, fd);
-	one_buf_init(_metadata, &b);
-	ASSERT_EQ(0, dmabufrw_register_dmabuf(&b.ring, 0, b.ubuf, fd));
-	pattern_fill(b.map, MiB, 71, 0);
-	ASSERT_EQ(MiB, dmabufrw_rw_fixed(&b.ring, true, fd, 0, 0, MiB, 0));
+	ASSERT_EQ(0, md_create(&self->md, 1, leg, 2, 0));
+	self->dev = open(self->md.path, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, self->dev);
+	one_buf_init(_metadata, &self->b);
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->b.ring, 0, self->b.ubuf, self->dev));
+	pattern_fill(self->b.map, MiB, 71, 0);
+	ASSERT_EQ(MiB, dmabufrw_rw_fixed(&self->b.ring, true, self->dev, 0, 0, MiB, 0));
 	member_name(0, name, sizeof(name));
 	snprintf(path, sizeof(path), "/sys/block/%s/md/dev-%sp1/state",
-		 strrchr(md.path, '/') + 1, name);
+		 strrchr(self->md.path, '/') + 1, name);
 	ASSERT_EQ(0, write_text(path, "writemostly")) TH_LOG("%s", path);
 
 	close(self->fd[1]);
@@ -860,22 +886,23 @@ TEST_F(stack, raid1_io_reaching_a_removed_leg_fails_it_and_completes)
 	ASSERT_EQ(0, write_text(path, "1"));
 	/* reads go to either leg: enough of them reach the gone one */
 	for (i = 0; i < 8; i++) {
-		memset(b.map, 0, MiB);
-		EXPECT_EQ(MiB, dmabufrw_rw_fixed(&b.ring, false, fd, 0, 0, MiB, 0));
-		EXPECT_EQ(-1, pattern_check(b.map, MiB, 71, 0));
+		memset(self->b.map, 0, MiB);
+		EXPECT_EQ(MiB, dmabufrw_rw_fixed(&self->b.ring, false, self->dev, 0, 0, MiB, 0));
+		EXPECT_EQ(-1, pattern_check(self->b.map, MiB, 71, 0));
 	}
 	/* a read reached the gone leg, and md failed it for that */
-	md_attr(&md, "degraded", path, sizeof(path));
+	md_attr(&self->md, "degraded", path, sizeof(path));
 	ASSERT_LT(0, read_text(path, text, sizeof(text)));
 	EXPECT_EQ(1, atoi(text));
-	pattern_fill(b.map, MiB, 72, MiB);
-	EXPECT_EQ(MiB, dmabufrw_rw_fixed(&b.ring, true, fd, 0, 0, MiB, MiB));
+	pattern_fill(self->b.map, MiB, 72, MiB);
+	EXPECT_EQ(MiB, dmabufrw_rw_fixed(&self->b.ring, true, self->dev, 0, 0, MiB, MiB));
 	EXPECT_EQ(-1, pattern_check_fd(self->fd[0], PART_START + MiB, MiB, 72,
 				       MiB));
 
-	close(fd);
-	one_buf_exit(&b);
-	EXPECT_EQ(0, md_stop(&md));
+	close(self->dev);
+	self->dev = -1;
+	one_buf_exit(&self->b);
+	EXPECT_EQ(0, md_stop(&self->md));
 	EXPECT_EQ(0, member_rescan(1)) TH_LOG("member 1 did not come back");
 	EXPECT_EQ(0, member_partition(0, NULL));
 	EXPECT_EQ(0, member_partition(1, NULL));
@@ -892,34 +919,32 @@ TEST_F(stack, raid1_io_reaching_a_removed_leg_fails_it_and_completes)
 TEST_F(stack, raid1_write_to_a_mirror_added_after_registration_fails_with_einval)
 {
 	char path[128], text[64], name[32];
-	struct one_buf b;
-	struct md_array md;
-	int fd, i, err = 0;
+	int i, err = 0;
 
-	one_buf_init(_metadata, &b);
-	ASSERT_EQ(0, md_create(&md, 1, self->member + 2, 2, 0));
-	fd = open(md.path, O_RDWR | O_DIRECT);
-	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, dmabufrw_register_dmabuf(&b.ring, 0, b.ubuf, fd));
-	pattern_fill(b.map, MiB, 51, 0);
-	ASSERT_EQ(MiB, dmabufrw_rw_fixed(&b.ring, true, fd, 0, 0, MiB, 0));
+	one_buf_init(_metadata, &self->b);
+	ASSERT_EQ(0, md_create(&self->md, 1, self->member + 2, 2, 0));
+	self->dev = open(self->md.path, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, self->dev);
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->b.ring, 0, self->b.ubuf, self->dev));
+	pattern_fill(self->b.map, MiB, 51, 0);
+	ASSERT_EQ(MiB, dmabufrw_rw_fixed(&self->b.ring, true, self->dev, 0, 0, MiB, 0));
 
 	/* member 1 replaces member 3, recovering slowly: it takes writes */
-	ASSERT_EQ(0, ioctl(md.fd, SET_DISK_FAULTY, self->member[3]));
+	ASSERT_EQ(0, ioctl(self->md.fd, SET_DISK_FAULTY, self->member[3]));
 	for (i = 0; i < 100; i++) {
-		if (!ioctl(md.fd, HOT_REMOVE_DISK, self->member[3]))
+		if (!ioctl(self->md.fd, HOT_REMOVE_DISK, self->member[3]))
 			break;
 		err = errno;
 		usleep(20000);
 	}
 	ASSERT_GT(100, i) TH_LOG("hot remove: %s", strerror(err));
-	md_attr(&md, "sync_speed_max", path, sizeof(path));
+	md_attr(&self->md, "sync_speed_max", path, sizeof(path));
 	ASSERT_EQ(0, write_text(path, "1000"));
-	ASSERT_EQ(0, ioctl(md.fd, HOT_ADD_DISK, self->member[1]))
+	ASSERT_EQ(0, ioctl(self->md.fd, HOT_ADD_DISK, self->member[1]))
 		TH_LOG("hot add: %s", strerror(errno));
 	member_name(1, name, sizeof(name));
 	snprintf(path, sizeof(path), "/sys/block/%s/md/dev-%s/slot",
-		 strrchr(md.path, '/') + 1, name);
+		 strrchr(self->md.path, '/') + 1, name);
 	for (i = 0; i < 100; i++) {
 		if (read_text(path, text, sizeof(text)) > 0 && text[0] != 'n')
 			break;
@@ -927,25 +952,26 @@ TEST_F(stack, raid1_write_to_a_mirror_added_after_registration_fails_with_einval
 	}
 	ASSERT_GT(100, i) TH_LOG("member 1 did not take a slot");
 
-	pattern_fill(b.map, MiB, 52, 0);
-	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&b.ring, true, fd, 0, 0, MiB,
+	pattern_fill(self->b.map, MiB, 52, 0);
+	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&self->b.ring, true, self->dev, 0, 0, MiB,
 					     2 * MiB));
 	/* the old mirror holds the zeroes md_create() wrote */
 	EXPECT_EQ(0, pattern_check_fd(self->fd[2], 2 * MiB, MiB, 52, 0));
 	snprintf(path, sizeof(path), "/sys/block/%s/md/dev-%s/state",
-		 strrchr(md.path, '/') + 1, name);
+		 strrchr(self->md.path, '/') + 1, name);
 	ASSERT_LT(0, read_text(path, text, sizeof(text)));
 	EXPECT_EQ(NULL, strstr(text, "faulty")) TH_LOG("member 1: %s", text);
 
 	/* registered again, the buffer writes both mirrors */
-	ASSERT_EQ(0, dmabufrw_register_dmabuf(&b.ring, 0, b.ubuf, fd));
-	EXPECT_EQ(MiB, dmabufrw_rw_fixed(&b.ring, true, fd, 0, 0, MiB, 2 * MiB));
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->b.ring, 0, self->b.ubuf, self->dev));
+	EXPECT_EQ(MiB, dmabufrw_rw_fixed(&self->b.ring, true, self->dev, 0, 0, MiB, 2 * MiB));
 	EXPECT_EQ(-1, pattern_check_fd(self->fd[2], 2 * MiB, MiB, 52, 0));
 	EXPECT_EQ(-1, pattern_check_fd(self->fd[1], 2 * MiB, MiB, 52, 0));
 
-	close(fd);
-	one_buf_exit(&b);
-	EXPECT_EQ(0, md_stop(&md));
+	close(self->dev);
+	self->dev = -1;
+	one_buf_exit(&self->b);
+	EXPECT_EQ(0, md_stop(&self->md));
 }
 
 /*
@@ -962,46 +988,44 @@ TEST_F(stack, raid1_write_to_a_mirror_added_after_registration_fails_with_einval
 TEST_F(stack, raid1_mirrors_agree_after_a_write_a_stacked_leg_refused)
 {
 	char params[64], path[128], text[64];
-	struct one_buf b;
-	struct md_array md;
-	struct dm_dev dm;
 	dev_t legs[2];
-	int fd, leg;
+	int leg;
 
-	one_buf_init(_metadata, &b);
+	one_buf_init(_metadata, &self->b);
 	snprintf(params, sizeof(params), "%u:%u 0", major(self->member[1]),
 		 minor(self->member[1]));
-	ASSERT_EQ(0, dm_create(&dm, "leg", "linear", 64 * MiB / 512, params));
-	legs[0] = dm.devt;
+	ASSERT_EQ(0, dm_create(&self->dm[0], "leg", "linear", 64 * MiB / 512, params));
+	legs[0] = self->dm[0].devt;
 	legs[1] = self->member[3];
-	ASSERT_EQ(0, md_create(&md, 1, legs, 2, 0));
-	fd = open(md.path, O_RDWR | O_DIRECT);
-	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, dmabufrw_register_dmabuf(&b.ring, 0, b.ubuf, fd));
-	ASSERT_EQ(0, pattern_fill_fd(fd, 2 * MiB, MiB, 83, 0));
+	ASSERT_EQ(0, md_create(&self->md, 1, legs, 2, 0));
+	self->dev = open(self->md.path, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, self->dev);
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->b.ring, 0, self->b.ubuf, self->dev));
+	ASSERT_EQ(0, pattern_fill_fd(self->dev, 2 * MiB, MiB, 83, 0));
 	ASSERT_EQ(0, pattern_fill_fd(self->fd[0], 2 * MiB, MiB, 83, 0));
 
 	snprintf(params, sizeof(params), "%u:%u 0", major(self->member[0]),
 		 minor(self->member[0]));
-	ASSERT_EQ(0, dm_reload(&dm, "linear", 64 * MiB / 512, params));
-	pattern_fill(b.map, MiB, 84, 0);
-	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&b.ring, true, fd, 0, 0, MiB,
+	ASSERT_EQ(0, dm_reload(&self->dm[0], "linear", 64 * MiB / 512, params));
+	pattern_fill(self->b.map, MiB, 84, 0);
+	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&self->b.ring, true, self->dev, 0, 0, MiB,
 					     2 * MiB));
 
-	md_attr(&md, "degraded", path, sizeof(path));
+	md_attr(&self->md, "degraded", path, sizeof(path));
 	ASSERT_LT(0, read_text(path, text, sizeof(text)));
 	EXPECT_STREQ("0", text) TH_LOG("a mirror was failed");
-	leg = open(dm.path, O_RDONLY | O_DIRECT);
+	leg = open(self->dm[0].path, O_RDONLY | O_DIRECT);
 	ASSERT_LE(0, leg);
 	EXPECT_EQ(-1, pattern_check_fd(self->fd[3], 2 * MiB, MiB, 84, 0));
 	EXPECT_EQ(-1, pattern_check_fd(leg, 2 * MiB, MiB, 84, 0))
 		TH_LOG("the mirrors differ");
 	close(leg);
 
-	close(fd);
-	one_buf_exit(&b);
-	EXPECT_EQ(0, md_stop(&md));
-	EXPECT_EQ(0, dm_remove(&dm));
+	close(self->dev);
+	self->dev = -1;
+	one_buf_exit(&self->b);
+	EXPECT_EQ(0, md_stop(&self->md));
+	EXPECT_EQ(0, dm_remove(&self->dm[0]));
 }
 
 /*
@@ -1013,33 +1037,31 @@ TEST_F(stack, raid1_mirrors_agree_after_a_write_a_stacked_leg_refused)
 TEST_F(stack, io_after_raid0_takes_raid5_fails_with_eopnotsupp)
 {
 	char path[128], text[64];
-	struct one_buf b;
-	struct md_array md;
-	int fd;
 
-	one_buf_init(_metadata, &b);
-	ASSERT_EQ(0, md_create(&md, 0, self->member, STACK_MEMBERS, CHUNK));
-	fd = open(md.path, O_RDWR | O_DIRECT);
-	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, dmabufrw_register_dmabuf(&b.ring, 0, b.ubuf, fd));
-	pattern_fill(b.map, MiB, 61, 0);
-	ASSERT_EQ(MiB, dmabufrw_rw_fixed(&b.ring, true, fd, 0, 0, MiB, 0));
+	one_buf_init(_metadata, &self->b);
+	ASSERT_EQ(0, md_create(&self->md, 0, self->member, STACK_MEMBERS, CHUNK));
+	self->dev = open(self->md.path, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, self->dev);
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->b.ring, 0, self->b.ubuf, self->dev));
+	pattern_fill(self->b.map, MiB, 61, 0);
+	ASSERT_EQ(MiB, dmabufrw_rw_fixed(&self->b.ring, true, self->dev, 0, 0, MiB, 0));
 
-	md_attr(&md, "level", path, sizeof(path));
+	md_attr(&self->md, "level", path, sizeof(path));
 	ASSERT_EQ(0, write_text(path, "raid5")) TH_LOG("takeover to raid5");
 	ASSERT_LT(0, read_text(path, text, sizeof(text)));
 	ASSERT_STREQ("raid5", text);
 
-	pattern_fill(b.map, MiB, 62, 0);
-	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&b.ring, true, fd, 0, 0, MiB, 0));
-	EXPECT_EQ(-1, pattern_check_fd(fd, 0, MiB, 61, 0));
-	memset(b.map, 0x5a, MiB);
-	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&b.ring, false, fd, 0, 0, MiB, 0));
-	EXPECT_EQ(-1, first_not(b.map, MiB, 0x5a));
+	pattern_fill(self->b.map, MiB, 62, 0);
+	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&self->b.ring, true, self->dev, 0, 0, MiB, 0));
+	EXPECT_EQ(-1, pattern_check_fd(self->dev, 0, MiB, 61, 0));
+	memset(self->b.map, 0x5a, MiB);
+	EXPECT_EQ(-EOPNOTSUPP, dmabufrw_rw_fixed(&self->b.ring, false, self->dev, 0, 0, MiB, 0));
+	EXPECT_EQ(-1, first_not(self->b.map, MiB, 0x5a));
 
-	close(fd);
-	one_buf_exit(&b);
-	EXPECT_EQ(0, md_stop(&md));
+	close(self->dev);
+	self->dev = -1;
+	one_buf_exit(&self->b);
+	EXPECT_EQ(0, md_stop(&self->md));
 }
 
 /*
@@ -1115,20 +1137,59 @@ FIXTURE_VARIANT_ADD(stack_io, dm_linear_over_md_raid0)
 
 FIXTURE_SETUP(stack_io)
 {
-	dev_t member[STACK_MEMBERS];
-	char params[256], name[32];
-	int i, len;
+	int i;
 
 	self->dev = self->ubuf = self->heap = self->memfd = -1;
+	self->ring.ring_fd = -1;
 	self->md.fd = self->inner[0].fd = self->inner[1].fd = -1;
 	self->dm.devt = 0;
 	for (i = 0; i < STACK_MEMBERS; i++) {
 		self->fd[i] = -1;
-		member[i] = member_devt(i);
-		if (!member[i])
+		if (!member_devt(i))
 			SKIP(return, "no member controller %d (scripts/run-vm test mode)", i);
 	}
 	REQUIRE_DMABUF_IO();
+}
+
+FIXTURE_TEARDOWN(stack_io)
+{
+	int i;
+
+	if (self->ring.ring_fd >= 0)
+		io_uring_queue_exit(&self->ring);
+	if (self->dev >= 0)
+		close(self->dev);
+	if (self->ubuf >= 0)
+		close(self->ubuf);
+	if (self->memfd >= 0)
+		close(self->memfd);
+	if (self->heap >= 0)
+		close(self->heap);
+	for (i = 0; i < STACK_MEMBERS; i++)
+		if (self->fd[i] >= 0)
+			close(self->fd[i]);
+	/* the ring's registrations go with its exit work; top down */
+	EXPECT_EQ(0, dm_remove(&self->dm));
+	EXPECT_EQ(0, md_stop(&self->md));
+	EXPECT_EQ(0, md_stop(&self->inner[0]));
+	EXPECT_EQ(0, md_stop(&self->inner[1]));
+}
+
+/*
+ * Assemble the variant's stack and register the buffers.  Called by each
+ * test, not by the setup, so that the teardown unwinds what a failure here
+ * leaves (the harness skips the teardown of a setup that failed).
+ */
+static void stack_io_build(struct __test_metadata *_metadata,
+			   FIXTURE_DATA(stack_io) *self,
+			   const FIXTURE_VARIANT(stack_io) *variant)
+{
+	dev_t member[STACK_MEMBERS];
+	char params[256], name[32];
+	int i, len;
+
+	for (i = 0; i < STACK_MEMBERS; i++)
+		member[i] = member_devt(i);
 	for (i = 0; i < STACK_MEMBERS; i++) {
 		char path[64];
 
@@ -1205,28 +1266,6 @@ FIXTURE_SETUP(stack_io)
 					      self->dev));
 }
 
-FIXTURE_TEARDOWN(stack_io)
-{
-	int i;
-
-	io_uring_queue_exit(&self->ring);
-	if (self->dev >= 0)
-		close(self->dev);
-	if (self->ubuf >= 0)
-		close(self->ubuf);
-	if (self->memfd >= 0)
-		close(self->memfd);
-	if (self->heap >= 0)
-		close(self->heap);
-	for (i = 0; i < STACK_MEMBERS; i++)
-		if (self->fd[i] >= 0)
-			close(self->fd[i]);
-	/* the ring's registrations go with its exit work; top down */
-	EXPECT_EQ(0, dm_remove(&self->dm));
-	EXPECT_EQ(0, md_stop(&self->md));
-	EXPECT_EQ(0, md_stop(&self->inner[0]));
-	EXPECT_EQ(0, md_stop(&self->inner[1]));
-}
 
 /*
  * @len bytes at @off of the stacked device, read back from where the layout
@@ -1328,6 +1367,8 @@ TEST_F(stack_io, round_trips_cross_chunks_and_members)
 	struct fixed_io x[24];
 	unsigned int q, i;
 
+	stack_io_build(_metadata, self, variant);
+
 	round_trip(_metadata, self, variant->layout, fixed, 6, 6, 0x57ac0);
 
 	srandom(0x57ac1);
@@ -1356,11 +1397,15 @@ TEST_F(stack_io, round_trips_cross_chunks_and_members)
 TEST_F(stack_io, registration_maps_once_per_member)
 {
 	char line[1024], val[64], path[64];
-	unsigned long ino = file_ino(self->ubuf);
-	const char *dev = strrchr(self->path, '/') + 1;
 	int members = 0, mapped = 0;
+	unsigned long ino;
+	const char *dev;
 	char *text, *p;
 	FILE *f;
+
+	stack_io_build(_metadata, self, variant);
+	ino = file_ino(self->ubuf);
+	dev = strrchr(self->path, '/') + 1;
 
 	ASSERT_EQ(0, dmabufrw_slot_fdinfo(0, self->ring.ring_fd, 0, line,
 					  sizeof(line)));
@@ -1420,6 +1465,8 @@ static int nvme_refcnt(void)
 TEST_F(stack_io, member_contexts_keep_nvme_pci_loaded)
 {
 	int i, held, left, tries, contexts = 2 * variant->members;
+
+	stack_io_build(_metadata, self, variant);
 
 	if (nvme_refcnt() < 0)
 		SKIP(return, "nvme-pci is built in (CONFIG_BLK_DEV_NVME=y)");
