@@ -201,6 +201,63 @@ TEST_F(check, says_where_device_memory_can_go_peer_to_peer)
 }
 
 /*
+ * vfio-pci's export of a BAR (vfio:PCI[:BAR], the rig's second
+ * ivshmem-plain): data verified through the device fd behind the switch,
+ * EOPNOTSUPP with the P2P reason on the root bus.  A BAR smaller than the
+ * buffer is refused with EINVAL, and a device on another driver (the NVMe
+ * controller) with ENODEV, both before anything is exported.
+ */
+TEST_F(check, says_where_a_vfio_bar_can_go_and_why_not)
+{
+	char name[64], ctrl[64], path[128], link[300];
+	ssize_t n;
+	bool p2p;
+
+	REQUIRE_DEVMEM(p2p);
+	ASSERT_EQ(0, pci_bound_to("vfio-pci", name, sizeof(name)))
+		TH_LOG("no device bound to vfio-pci");
+	if (p2p) {
+		EXPECT_EQ(0, run(self->out, sizeof(self->out),
+				 "dmabuf-rw check --json --source vfio:%s %s", name,
+				 NVME_DEV)) TH_LOG("%s", self->out);
+		EXPECT_HAS(self->out, "result", "ok");
+		EXPECT_HAS(self->out, "memory", "device memory");
+		EXPECT_HAS(self->out, "verified", "yes");
+	} else {
+		EXPECT_EQ(1, run(self->out, sizeof(self->out),
+				 "dmabuf-rw check --json --source vfio:%s %s", name,
+				 NVME_DEV)) TH_LOG("%s", self->out);
+		EXPECT_HAS(self->out, "result", "refused");
+		EXPECT_HAS(self->out, "step", "register");
+		EXPECT_HAS(self->out, "errno", "EOPNOTSUPP");
+		EXPECT_HAS(self->out, "reason", "the exporter cannot map this buffer");
+	}
+	TH_LOG("%s", self->out);
+
+	/* BAR 0 of ivshmem-plain is its 256-byte register block */
+	EXPECT_EQ(1, run(self->out, sizeof(self->out),
+			 "dmabuf-rw check --json --source vfio:%s:0 %s", name, NVME_DEV));
+	EXPECT_HAS(self->out, "step", "source");
+	EXPECT_HAS(self->out, "errno", "EINVAL");
+	EXPECT_HAS(self->out, "reason", "BAR 0 of ");
+
+	nvme_disk_ctrl(nvme_name(), ctrl, sizeof(ctrl));
+	snprintf(path, sizeof(path), "/sys/class/nvme/%s/device", ctrl);
+	n = readlink(path, link, sizeof(link) - 1);
+	ASSERT_LT(0, n);
+	link[n] = 0;
+	EXPECT_EQ(1, run(self->out, sizeof(self->out),
+			 "dmabuf-rw check --json --source vfio:%s %s",
+			 strrchr(link, '/') + 1, NVME_DEV));
+	EXPECT_HAS(self->out, "step", "source");
+	EXPECT_HAS(self->out, "errno", "ENODEV");
+	EXPECT_HAS(self->out, "reason", "");
+	EXPECT_NE(NULL, strstr(self->out, "is bound to nvme, not to vfio-pci"))
+		TH_LOG("%s", self->out);
+	TH_LOG("%s", self->out);
+}
+
+/*
  * A kernel without the series says so.  The rig boots only patched
  * kernels, so this case can only be run by hand on another kernel.
  */

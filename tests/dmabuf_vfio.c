@@ -14,7 +14,6 @@
  * refuse with EOPNOTSUPP.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -43,34 +42,6 @@ FIXTURE(vfio) {
 	uint64_t bar_off, bar_len;	/* BAR 2 in the device fd */
 	uint64_t cfg_off;		/* config space in the device fd */
 };
-
-/* The PCI name of the ivshmem-plain device given to vfio-pci. */
-static int vfio_pci_name(char *name, size_t len)
-{
-	char path[512], buf[64];
-	struct dirent *e;
-	int ret = -1;
-	DIR *d;
-
-	d = opendir("/sys/bus/pci/devices");
-	while (d && ret && (e = readdir(d))) {
-		ssize_t n;
-
-		snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/driver",
-			 e->d_name);
-		n = readlink(path, buf, sizeof(buf) - 1);
-		if (n <= 0)
-			continue;
-		buf[n] = 0;
-		if (!strcmp(basename(buf), "vfio-pci")) {
-			snprintf(name, len, "%s", e->d_name);
-			ret = 0;
-		}
-	}
-	if (d)
-		closedir(d);
-	return ret;
-}
 
 /* Open the device through its group (an IOMMU group, or a no-IOMMU one). */
 static int vfio_open(struct __test_metadata *_metadata,
@@ -159,7 +130,7 @@ FIXTURE_SETUP(vfio)
 	self->container = self->group = self->dev = self->fd = self->dbuf = -1;
 	REQUIRE_DMABUF_IO();
 	REQUIRE_DEVMEM(self->p2p);
-	ASSERT_EQ(0, vfio_pci_name(name, sizeof(name)))
+	ASSERT_EQ(0, pci_bound_to("vfio-pci", name, sizeof(name)))
 		TH_LOG("no device bound to vfio-pci");
 	ret = vfio_open(_metadata, self, name);
 	ASSERT_EQ(0, ret) TH_LOG("vfio open %s: %s", name, strerror(-ret));

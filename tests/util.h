@@ -129,6 +129,34 @@ static inline void nvme_disk_ng(const char *disk, char *path, size_t size)
 	snprintf(path, size, "/dev/ng%dn%d", c, n);
 }
 
+/* The PCI name of the first device bound to @driver in @name, or -1. */
+static inline int pci_bound_to(const char *driver, char *name, size_t size)
+{
+	char path[512], link[300];
+	struct dirent *e;
+	int ret = -1;
+	DIR *d;
+
+	d = opendir("/sys/bus/pci/devices");
+	while (d && ret && (e = readdir(d))) {
+		ssize_t n;
+
+		snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/driver",
+			 e->d_name);
+		n = readlink(path, link, sizeof(link) - 1);
+		if (n <= 0)
+			continue;
+		link[n] = 0;
+		if (!strcmp(strrchr(link, '/') ? strrchr(link, '/') + 1 : link, driver)) {
+			snprintf(name, size, "%.*s", (int)size - 1, e->d_name);
+			ret = 0;
+		}
+	}
+	if (d)
+		closedir(d);
+	return ret;
+}
+
 /* The emulated NVMe namespace the VM runner attaches: NSID 1. */
 static inline const char *nvme_name(void)
 {

@@ -43,10 +43,30 @@
 #include <linux/fs.h>
 #include <linux/magic.h>
 #include <linux/nvme_ioctl.h>
+#include <linux/pci_regs.h>
+#include <linux/vfio.h>
 #include <liburing.h>
 
 #include "dmabufrw.h"
 #include "dma-buf-test-exporter-uapi.h"
+
+#ifndef VFIO_DEVICE_FEATURE_DMA_BUF
+/* <linux/vfio.h> of Linux 6.19 and later; the tool builds on older headers */
+#define VFIO_DEVICE_FEATURE_DMA_BUF 11
+
+struct vfio_region_dma_range {
+	__u64 offset;
+	__u64 length;
+};
+
+struct vfio_device_feature_dma_buf {
+	__u32 region_index;
+	__u32 open_flags;
+	__u32 flags;
+	__u32 nr_ranges;
+	struct vfio_region_dma_range dma_ranges[];
+};
+#endif
 
 #define TEXP_DEV	"/dev/dma_buf_test_exporter"
 #define POISON		0xa5
@@ -149,6 +169,8 @@ static const char *errno_name(int err)
 	case ENOMEM: return "ENOMEM";
 	case EIO: return "EIO";
 	case EPERM: return "EPERM";
+	case EBUSY: return "EBUSY";
+	case ENOTTY: return "ENOTTY";
 	case EROFS: return "EROFS";
 	case ENXIO: return "ENXIO";
 	case EREMOTEIO: return "EREMOTEIO";
@@ -223,18 +245,187 @@ static unsigned int queue_attr(const char *disk, const char *attr)
 /* --- the dma-buf ------------------------------------------------------- */
 
 struct source {
-	const char *name;	/* udmabuf, heap:system, texp, texp-devmem */
+	const char *name;	/* udmabuf, heap:system, texp, texp-devmem, vfio:BDF */
 	int fd;
 	int memfd;		/* udmabuf: the CPU view */
 	int texp;		/* test exporter control */
+	int vfio;		/* vfio-pci: the device, whose fd reads the BAR */
+	uint64_t bar_off;	/* vfio-pci: the BAR's region in the device fd */
 	size_t size;
+	char why[320];		/* why the allocation failed, if it says */
 };
+
+static void source_why(struct source *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(s->why, sizeof(s->why), fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * vfio:BDF[:BAR]: a dma-buf of the first SIZE bytes of a BAR of a PCI
+ * device bound to vfio-pci (VFIO_DEVICE_FEATURE_DMA_BUF), by default its
+ * largest BAR.  The device is opened through its IOMMU group (or its
+ * no-IOMMU group), as a VMM would.  Returns 0 or -errno with s->why.
+ */
+static int source_vfio(struct source *s, const char *spec)
+{
+	struct vfio_group_status status = { .argsz = sizeof(status) };
+	struct vfio_region_info info = { .argsz = sizeof(info) };
+	uint64_t buf[8] = {};
+	struct vfio_device_feature *feat = (void *)buf;
+	struct vfio_device_feature_dma_buf *get = (void *)feat->data;
+	char bdf[32], path[PATH_MAX], link[PATH_MAX], *dot, *end;
+	const char *grp;
+	int container, group, bar = -1, err;
+	uint64_t bar_size = 0;
+	uint16_t cmd;
+	bool noiommu;
+	ssize_t n;
+
+	/* DDDD:BB:DD.F or BB:DD.F, then :BAR */
+	dot = strchr(spec, '.');
+	if (!dot || !isxdigit((unsigned char)dot[1]) || (dot[2] && dot[2] != ':')) {
+		source_why(s, "vfio:%s: give the device as vfio:DDDD:BB:DD.F[:BAR]", spec);
+		return -EINVAL;
+	}
+	snprintf(bdf, sizeof(bdf), "%s%.*s", dot - spec < 8 ? "0000:" : "",
+		 (int)(dot + 2 - spec), spec);
+	if (dot[2]) {
+		bar = strtol(dot + 3, &end, 10);
+		if (*end || bar < VFIO_PCI_BAR0_REGION_INDEX ||
+		    bar > VFIO_PCI_BAR5_REGION_INDEX) {
+			source_why(s, "vfio:%s: the BAR is 0 to 5", spec);
+			return -EINVAL;
+		}
+	}
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/driver", bdf);
+	n = readlink(path, link, sizeof(link) - 1);
+	if (n < 0) {
+		err = errno;
+		snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s", bdf);
+		source_why(s, access(path, F_OK) ? "no PCI device %s" :
+			   "%s has no driver: bind it to vfio-pci (driver_override)", bdf);
+		return err == ENOENT ? -ENODEV : -err;
+	}
+	link[n] = 0;
+	if (strcmp(strrchr(link, '/') + 1, "vfio-pci")) {
+		source_why(s, "%s is bound to %s, not to vfio-pci: only vfio-pci "
+			   "exports a device's BARs as dma-bufs", bdf, strrchr(link, '/') + 1);
+		return -ENODEV;
+	}
+
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/iommu_group", bdf);
+	n = readlink(path, link, sizeof(link) - 1);
+	if (n < 0) {
+		err = errno;
+		source_why(s, "%s has no IOMMU group", bdf);
+		return -err;
+	}
+	link[n] = 0;
+	grp = strrchr(link, '/') + 1;
+	snprintf(path, sizeof(path), "/dev/vfio/noiommu-%s", grp);
+	noiommu = !access(path, F_OK);
+	if (!noiommu)
+		snprintf(path, sizeof(path), "/dev/vfio/%s", grp);
+	container = open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC);
+	group = container < 0 ? -1 : open(path, O_RDWR | O_CLOEXEC);
+	if (group < 0) {
+		err = errno;
+		source_why(s, "cannot open %s: %s", container < 0 ? "/dev/vfio/vfio" : path,
+			   strerror(err));
+		return -err;
+	}
+	if (ioctl(group, VFIO_GROUP_GET_STATUS, &status)) {
+		err = errno;
+		source_why(s, "VFIO_GROUP_GET_STATUS: %s", strerror(err));
+		return -err;
+	}
+	if (!(status.flags & VFIO_GROUP_FLAGS_VIABLE)) {
+		source_why(s, "IOMMU group %s is not viable: another device of the "
+			   "group is bound to a host driver", grp);
+		return -EBUSY;
+	}
+	if (ioctl(group, VFIO_GROUP_SET_CONTAINER, &container) ||
+	    ioctl(container, VFIO_SET_IOMMU,
+		  noiommu ? VFIO_NOIOMMU_IOMMU : VFIO_TYPE1v2_IOMMU)) {
+		err = errno;
+		source_why(s, "cannot set up the vfio container for group %s: %s",
+			   grp, strerror(err));
+		return -err;
+	}
+	s->vfio = ioctl(group, VFIO_GROUP_GET_DEVICE_FD, bdf);
+	if (s->vfio < 0) {
+		err = errno;
+		source_why(s, "cannot open %s through vfio (in use?): %s", bdf,
+			   strerror(err));
+		return -err;
+	}
+
+	/* the BAR: the one asked for, or the largest */
+	for (int i = VFIO_PCI_BAR0_REGION_INDEX; i <= VFIO_PCI_BAR5_REGION_INDEX; i++) {
+		info.index = i;
+		if ((bar >= 0 && i != bar) ||
+		    ioctl(s->vfio, VFIO_DEVICE_GET_REGION_INFO, &info) ||
+		    info.size <= bar_size)
+			continue;
+		bar_size = info.size;
+		s->bar_off = info.offset;
+		get->region_index = i;
+	}
+	if (bar_size < s->size) {
+		if (bar < 0)
+			source_why(s, "%s has no BAR of %zu bytes or more", bdf, s->size);
+		else
+			source_why(s, "BAR %d of %s has %llu bytes, fewer than %zu", bar,
+				   bdf, (unsigned long long)bar_size, s->size);
+		return -EINVAL;
+	}
+
+	/* vfio-pci revokes its dma-bufs while memory decoding is off */
+	info.index = VFIO_PCI_CONFIG_REGION_INDEX;
+	if (!ioctl(s->vfio, VFIO_DEVICE_GET_REGION_INFO, &info) &&
+	    pread(s->vfio, &cmd, 2, info.offset + PCI_COMMAND) == 2 &&
+	    !(cmd & PCI_COMMAND_MEMORY)) {
+		cmd |= PCI_COMMAND_MEMORY;
+		if (pwrite(s->vfio, &cmd, 2, info.offset + PCI_COMMAND) != 2) {
+			err = errno;
+			source_why(s, "cannot turn on memory decoding of %s: %s", bdf,
+				   strerror(err));
+			return -err;
+		}
+	}
+
+	feat->argsz = sizeof(*feat) + sizeof(*get) + sizeof(get->dma_ranges[0]);
+	feat->flags = VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF;
+	get->open_flags = O_RDWR | O_CLOEXEC;
+	get->nr_ranges = 1;
+	get->dma_ranges[0].offset = 0;
+	get->dma_ranges[0].length = s->size;
+	s->fd = ioctl(s->vfio, VFIO_DEVICE_FEATURE, feat);
+	if (s->fd < 0) {
+		err = errno;
+		source_why(s, err == ENOTTY || err == EINVAL ?
+			   "vfio-pci cannot export BAR %u of %s as a dma-buf "
+			   "(VFIO_DEVICE_FEATURE_DMA_BUF: %s; Linux 6.19 and later "
+			   "export BARs that allow peer-to-peer DMA)" :
+			   "VFIO_DEVICE_FEATURE_DMA_BUF of BAR %u of %s: %s",
+			   get->region_index, bdf, strerror(err));
+		return -err;
+	}
+	return 0;
+}
 
 static int source_alloc(struct source *s)
 {
 	s->memfd = -1;
 	s->texp = -1;
-	if (!strcmp(s->name, "udmabuf")) {
+	s->vfio = -1;
+	if (!strncmp(s->name, "vfio:", 5)) {
+		return source_vfio(s, s->name + 5);
+	} else if (!strcmp(s->name, "udmabuf")) {
 		s->fd = dmabufrw_alloc_udmabuf(s->size, &s->memfd);
 	} else if (!strncmp(s->name, "heap", 4)) {
 		const char *heap = s->name[4] == ':' ? s->name + 5 : "system";
@@ -262,6 +453,12 @@ static int source_cpu(struct source *s, bool write, void *buf, size_t len)
 	if (s->memfd >= 0) {
 		ssize_t n = write ? pwrite(s->memfd, buf, len, 0) :
 				    pread(s->memfd, buf, len, 0);
+
+		return n == (ssize_t)len ? 0 : -EIO;
+	}
+	if (s->vfio >= 0) {
+		ssize_t n = write ? pwrite(s->vfio, buf, len, s->bar_off) :
+				    pread(s->vfio, buf, len, s->bar_off);
 
 		return n == (ssize_t)len ? 0 : -EIO;
 	}
@@ -468,8 +665,11 @@ static int check(struct source *src, const char *path, uint64_t off,
 	/* the dma-buf */
 	ret = source_alloc(src);
 	if (ret) {
-		refuse("source", -ret, "cannot allocate a %zu-byte dma-buf from %s: %s",
-		       src->size, src->name, strerror(-ret));
+		if (src->why[0])
+			refuse("source", -ret, "%s", src->why);
+		else
+			refuse("source", -ret, "cannot allocate a %zu-byte dma-buf from %s: %s",
+			       src->size, src->name, strerror(-ret));
 		return 1;
 	}
 
@@ -745,7 +945,8 @@ static int do_stat(const char *arg)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: dmabuf-rw check [--json] [--source udmabuf|heap[:NAME]|texp|texp-devmem]\n"
+		"usage: dmabuf-rw check [--json]\n"
+		"                       [--source udmabuf|heap[:NAME]|texp|texp-devmem|vfio:PCI[:BAR]]\n"
 		"                       [--size BYTES] [--offset BYTES] [--buffered] TARGET\n"
 		"       dmabuf-rw stat [--json] PID[:RINGFD]\n");
 }
