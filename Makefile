@@ -260,9 +260,11 @@ soak: kernel initramfs
 	@scripts/soak
 
 # The initramfs packs the base kernel's modules: built after the kernel.
-bench: kernel-base tools
-	@scripts/mk-initramfs base
-	@scripts/bench
+# BENCH_FLAVOUR=bpf: the kernel with trace events (scripts/bench).
+BENCH_FLAVOUR ?= base
+bench: kernel-$(BENCH_FLAVOUR) tools
+	@scripts/mk-initramfs $(BENCH_FLAVOUR)
+	@BENCH_FLAVOUR=$(BENCH_FLAVOUR) scripts/bench
 
 # The benchmark under the ftrace function profiler: calls per I/O of each
 # path (see scripts/bench, BENCH_PROFILE).
