@@ -22,6 +22,7 @@
  */
 #define _GNU_SOURCE
 #include <ctype.h>
+#include <endian.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -264,65 +265,91 @@ static void source_why(struct source *s, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* Is BAR @bar of PCI device @bdf prefetchable memory (sysfs resource flags)? */
+static bool bar_prefetchable(const char *bdf, int bar)
+{
+	unsigned long long start, end, flags = 0;
+	char path[PATH_MAX];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/resource", bdf);
+	f = fopen(path, "r");
+	if (!f)
+		return false;
+	for (int i = 0; i <= bar; i++)
+		if (fscanf(f, "%llx %llx %llx", &start, &end, &flags) != 3)
+			flags = 0;
+	fclose(f);
+	/* IORESOURCE_MEM | IORESOURCE_PREFETCH */
+	return (flags & 0x2200) == 0x2200;
+}
+
 /*
- * vfio:BDF[:BAR]: a dma-buf of the first SIZE bytes of a BAR of a PCI
- * device bound to vfio-pci (VFIO_DEVICE_FEATURE_DMA_BUF), by default its
- * largest BAR.  The device is opened through its IOMMU group (or its
- * no-IOMMU group), as a VMM would.  Returns 0 or -errno with s->why.
+ * vfio:PCI[:BAR]: a dma-buf of the first SIZE bytes of a BAR of a PCI
+ * device bound to vfio-pci or one of its variant drivers
+ * (VFIO_DEVICE_FEATURE_DMA_BUF).  Without BAR, the largest prefetchable
+ * memory BAR: device memory, never a register block.  The device is opened
+ * through its IOMMU group (or its no-IOMMU group), as a VMM would.
+ * Returns 0 or -errno with s->why, which names the step that failed.
  */
 static int source_vfio(struct source *s, const char *spec)
 {
 	struct vfio_group_status status = { .argsz = sizeof(status) };
-	struct vfio_region_info info = { .argsz = sizeof(info) };
+	struct vfio_region_info info;
 	uint64_t buf[8] = {};
 	struct vfio_device_feature *feat = (void *)buf;
 	struct vfio_device_feature_dma_buf *get = (void *)feat->data;
-	char bdf[32], path[PATH_MAX], link[PATH_MAX], *dot, *end;
-	const char *grp;
-	int container, group, bar = -1, err;
+	char bdf[32], path[PATH_MAX], link[PATH_MAX], *end;
+	const char *grp, *drv, *p;
+	int container, group, colons = 0, bar = -1, err;
 	uint64_t bar_size = 0;
 	uint16_t cmd;
 	bool noiommu;
 	ssize_t n;
 
-	/* DDDD:BB:DD.F or BB:DD.F, then :BAR */
-	dot = strchr(spec, '.');
-	if (!dot || !isxdigit((unsigned char)dot[1]) || (dot[2] && dot[2] != ':')) {
+	/* [DDDD:]BB:DD.F, then :BAR */
+	for (p = spec; *p && *p != '.'; p++)
+		colons += *p == ':';
+	if (*p != '.' || colons < 1 || colons > 2 || !isxdigit((unsigned char)p[1]) ||
+	    (p[2] && p[2] != ':')) {
 		source_why(s, "vfio:%s: give the device as vfio:DDDD:BB:DD.F[:BAR]", spec);
 		return -EINVAL;
 	}
-	snprintf(bdf, sizeof(bdf), "%s%.*s", dot - spec < 8 ? "0000:" : "",
-		 (int)(dot + 2 - spec), spec);
-	if (dot[2]) {
-		bar = strtol(dot + 3, &end, 10);
-		if (*end || bar < VFIO_PCI_BAR0_REGION_INDEX ||
-		    bar > VFIO_PCI_BAR5_REGION_INDEX) {
-			source_why(s, "vfio:%s: the BAR is 0 to 5", spec);
+	snprintf(bdf, sizeof(bdf), "%s%.*s", colons == 1 ? "0000:" : "",
+		 (int)(p + 2 - spec), spec);
+	for (char *c = bdf; *c; c++)
+		*c = tolower((unsigned char)*c);
+	if (p[2]) {
+		long v = isdigit((unsigned char)p[3]) ? strtol(p + 3, &end, 10) : -1;
+
+		if (v < VFIO_PCI_BAR0_REGION_INDEX || v > VFIO_PCI_BAR5_REGION_INDEX || *end) {
+			source_why(s, "vfio:%s: the BAR is a number from 0 to 5", spec);
 			return -EINVAL;
 		}
+		bar = v;
 	}
 	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/driver", bdf);
 	n = readlink(path, link, sizeof(link) - 1);
 	if (n < 0) {
-		err = errno;
 		snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s", bdf);
 		source_why(s, access(path, F_OK) ? "no PCI device %s" :
 			   "%s has no driver: bind it to vfio-pci (driver_override)", bdf);
-		return err == ENOENT ? -ENODEV : -err;
+		return -ENODEV;
 	}
 	link[n] = 0;
-	if (strcmp(strrchr(link, '/') + 1, "vfio-pci")) {
+	drv = strrchr(link, '/') + 1;
+	/* vfio-pci and its variants: nvgrace-gpu-vfio-pci, mlx5_vfio_pci, ... */
+	if (!strstr(drv, "vfio")) {
 		source_why(s, "%s is bound to %s, not to vfio-pci: only vfio-pci "
-			   "exports a device's BARs as dma-bufs", bdf, strrchr(link, '/') + 1);
+			   "exports a device's BARs as dma-bufs", bdf, drv);
 		return -ENODEV;
 	}
 
 	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/iommu_group", bdf);
 	n = readlink(path, link, sizeof(link) - 1);
 	if (n < 0) {
-		err = errno;
-		source_why(s, "%s has no IOMMU group", bdf);
-		return -err;
+		source_why(s, "%s has no IOMMU group (nor a no-IOMMU one)", bdf);
+		return -ENODEV;
 	}
 	link[n] = 0;
 	grp = strrchr(link, '/') + 1;
@@ -334,8 +361,10 @@ static int source_vfio(struct source *s, const char *spec)
 	group = container < 0 ? -1 : open(path, O_RDWR | O_CLOEXEC);
 	if (group < 0) {
 		err = errno;
-		source_why(s, "cannot open %s: %s", container < 0 ? "/dev/vfio/vfio" : path,
-			   strerror(err));
+		source_why(s, "cannot open %s: %s%s", container < 0 ? "/dev/vfio/vfio" : path,
+			   strerror(err), err == EBUSY ? " (another process has the group)" :
+			   err == EPERM || err == EACCES ? " (needs root; a no-IOMMU "
+			   "group needs CAP_SYS_RAWIO)" : "");
 		return -err;
 	}
 	if (ioctl(group, VFIO_GROUP_GET_STATUS, &status)) {
@@ -359,39 +388,53 @@ static int source_vfio(struct source *s, const char *spec)
 	s->vfio = ioctl(group, VFIO_GROUP_GET_DEVICE_FD, bdf);
 	if (s->vfio < 0) {
 		err = errno;
-		source_why(s, "cannot open %s through vfio (in use?): %s", bdf,
-			   strerror(err));
+		source_why(s, "VFIO_GROUP_GET_DEVICE_FD %s: %s", bdf, strerror(err));
 		return -err;
 	}
 
-	/* the BAR: the one asked for, or the largest */
+	/* the BAR: the one asked for, or the largest prefetchable one */
 	for (int i = VFIO_PCI_BAR0_REGION_INDEX; i <= VFIO_PCI_BAR5_REGION_INDEX; i++) {
-		info.index = i;
-		if ((bar >= 0 && i != bar) ||
-		    ioctl(s->vfio, VFIO_DEVICE_GET_REGION_INFO, &info) ||
+		if (bar >= 0 ? i != bar : !bar_prefetchable(bdf, i))
+			continue;
+		info = (struct vfio_region_info){ .argsz = sizeof(info), .index = i };
+		if (ioctl(s->vfio, VFIO_DEVICE_GET_REGION_INFO, &info) ||
 		    info.size <= bar_size)
 			continue;
 		bar_size = info.size;
 		s->bar_off = info.offset;
 		get->region_index = i;
 	}
-	if (bar_size < s->size) {
+	if (!bar_size) {
 		if (bar < 0)
-			source_why(s, "%s has no BAR of %zu bytes or more", bdf, s->size);
+			source_why(s, "%s has no prefetchable memory BAR: name one "
+				   "(vfio:%s:BAR)", bdf, bdf);
 		else
-			source_why(s, "BAR %d of %s has %llu bytes, fewer than %zu", bar,
-				   bdf, (unsigned long long)bar_size, s->size);
+			source_why(s, "BAR %d of %s is not implemented (or is the upper "
+				   "half of a 64-bit BAR)", bar, bdf);
 		return -EINVAL;
 	}
+	if (bar_size < s->size) {
+		source_why(s, "BAR %u of %s has %llu bytes, fewer than the %zu the probe "
+			   "needs", get->region_index, bdf, (unsigned long long)bar_size,
+			   s->size);
+		return -EINVAL;
+	}
+	put_num("bar", "%u", get->region_index);
 
 	/* vfio-pci revokes its dma-bufs while memory decoding is off */
-	info.index = VFIO_PCI_CONFIG_REGION_INDEX;
-	if (!ioctl(s->vfio, VFIO_DEVICE_GET_REGION_INFO, &info) &&
-	    pread(s->vfio, &cmd, 2, info.offset + PCI_COMMAND) == 2 &&
-	    !(cmd & PCI_COMMAND_MEMORY)) {
-		cmd |= PCI_COMMAND_MEMORY;
+	info = (struct vfio_region_info){ .argsz = sizeof(info),
+					  .index = VFIO_PCI_CONFIG_REGION_INDEX };
+	if (ioctl(s->vfio, VFIO_DEVICE_GET_REGION_INFO, &info) ||
+	    pread(s->vfio, &cmd, 2, info.offset + PCI_COMMAND) != 2) {
+		err = errno ? errno : EIO;
+		source_why(s, "cannot read the command register of %s: %s", bdf,
+			   strerror(err));
+		return -err;
+	}
+	if (!(le16toh(cmd) & PCI_COMMAND_MEMORY)) {
+		cmd = htole16(le16toh(cmd) | PCI_COMMAND_MEMORY);
 		if (pwrite(s->vfio, &cmd, 2, info.offset + PCI_COMMAND) != 2) {
-			err = errno;
+			err = errno ? errno : EIO;
 			source_why(s, "cannot turn on memory decoding of %s: %s", bdf,
 				   strerror(err));
 			return -err;
@@ -407,12 +450,11 @@ static int source_vfio(struct source *s, const char *spec)
 	s->fd = ioctl(s->vfio, VFIO_DEVICE_FEATURE, feat);
 	if (s->fd < 0) {
 		err = errno;
-		source_why(s, err == ENOTTY || err == EINVAL ?
-			   "vfio-pci cannot export BAR %u of %s as a dma-buf "
-			   "(VFIO_DEVICE_FEATURE_DMA_BUF: %s; Linux 6.19 and later "
-			   "export BARs that allow peer-to-peer DMA)" :
-			   "VFIO_DEVICE_FEATURE_DMA_BUF of BAR %u of %s: %s",
-			   get->region_index, bdf, strerror(err));
+		source_why(s, "VFIO_DEVICE_FEATURE_DMA_BUF of BAR %u of %s: %s%s",
+			   get->region_index, bdf, strerror(err),
+			   err == ENOTTY || err == EINVAL ? " (vfio-pci exports BARs as "
+			   "dma-bufs from Linux 6.19)" : err == EOPNOTSUPP ?
+			   " (this driver does not export its BARs)" : "");
 		return -err;
 	}
 	return 0;
@@ -1012,7 +1054,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	/* the buffer: the probe's size, whole pages */
-	src.size = (len + 4095) & ~4095UL;
+	src.size = (len + sysconf(_SC_PAGESIZE) - 1) & ~(sysconf(_SC_PAGESIZE) - 1);
 	ret = check(&src, argv[optind], off, len, buffered);
 	print_report();
 	return ret;
