@@ -270,15 +270,16 @@ bench: kernel-$(BENCH_FLAVOUR) tools
 # path (see scripts/bench, BENCH_PROFILE).
 bench-profile: kernel-profile tools
 	@scripts/mk-initramfs profile
-	@BENCH_PROFILE=1 scripts/bench
+	@BENCH_FLAVOUR=base BENCH_PROFILE=1 scripts/bench
 
-bench-quick: kernel-base tools
-	@scripts/mk-initramfs base
-	@BENCH_MODES="$${BENCH_MODES:-strict}" BENCH_REPEATS="$${BENCH_REPEATS:-1}" scripts/bench
+bench-quick: kernel-$(BENCH_FLAVOUR) tools
+	@scripts/mk-initramfs $(BENCH_FLAVOUR)
+	@BENCH_FLAVOUR=$(BENCH_FLAVOUR) BENCH_MODES="$${BENCH_MODES:-strict}" \
+	 BENCH_REPEATS="$${BENCH_REPEATS:-1}" scripts/bench
 
-bench-full: kernel-base tools
-	@scripts/mk-initramfs base
-	@BENCH_PLAN=full scripts/bench
+bench-full: kernel-$(BENCH_FLAVOUR) tools
+	@scripts/mk-initramfs $(BENCH_FLAVOUR)
+	@BENCH_FLAVOUR=$(BENCH_FLAVOUR) BENCH_PLAN=full scripts/bench
 
 checkpatch: tree
 	@scripts/checkpatch-series
