@@ -173,31 +173,35 @@ TEST_F(check, refuses_a_file_system_without_support_with_eopnotsupp)
 }
 
 /*
- * Device memory: peer to peer behind the rig's PCIe switch; on the root
- * bus, where QEMU has no peer-to-peer path, EOPNOTSUPP and why.
+ * `check` with the device memory of @source: peer to peer and verified
+ * behind the rig's PCIe switch; on the root bus, where QEMU has no
+ * peer-to-peer path, EOPNOTSUPP at the registration and why.
  */
+static void check_devmem(struct __test_metadata *_metadata, char *out,
+			 size_t size, const char *source, bool p2p)
+{
+	EXPECT_EQ(p2p ? 0 : 1, run(out, size, "dmabuf-rw check --json --source %s %s",
+				   source, NVME_DEV)) TH_LOG("%s", out);
+	if (p2p) {
+		EXPECT_HAS(out, "result", "ok");
+		EXPECT_HAS(out, "memory", "device memory");
+		EXPECT_HAS(out, "verified", "yes");
+	} else {
+		EXPECT_HAS(out, "result", "refused");
+		EXPECT_HAS(out, "step", "register");
+		EXPECT_HAS(out, "errno", "EOPNOTSUPP");
+		EXPECT_HAS(out, "reason", "the exporter cannot map this buffer");
+	}
+	TH_LOG("%s", out);
+}
+
+/* The test exporter's buffers in device memory. */
 TEST_F(check, says_where_device_memory_can_go_peer_to_peer)
 {
 	bool p2p;
 
 	REQUIRE_DEVMEM(p2p);
-	if (p2p) {
-		EXPECT_EQ(0, run(self->out, sizeof(self->out),
-				 "dmabuf-rw check --json --source texp-devmem %s",
-				 NVME_DEV)) TH_LOG("%s", self->out);
-		EXPECT_HAS(self->out, "result", "ok");
-		EXPECT_HAS(self->out, "memory", "device memory");
-		EXPECT_HAS(self->out, "verified", "yes");
-		TH_LOG("%s", self->out);
-	} else {
-		EXPECT_EQ(1, run(self->out, sizeof(self->out),
-				 "dmabuf-rw check --json --source texp-devmem %s",
-				 NVME_DEV)) TH_LOG("%s", self->out);
-		EXPECT_HAS(self->out, "result", "refused");
-		EXPECT_HAS(self->out, "errno", "EOPNOTSUPP");
-		EXPECT_HAS(self->out, "reason", "the exporter cannot map this buffer");
-		TH_LOG("%s", self->out);
-	}
+	check_devmem(_metadata, self->out, sizeof(self->out), "texp-devmem", p2p);
 }
 
 /*
@@ -209,32 +213,17 @@ TEST_F(check, says_where_device_memory_can_go_peer_to_peer)
  */
 TEST_F(check, says_where_a_vfio_bar_can_go_and_why_not)
 {
-	char name[64], ctrl[64], path[128], link[300];
+	char name[64], source[80], ctrl[64], path[128], link[300];
 	ssize_t n;
 	bool p2p;
 
 	REQUIRE_DEVMEM(p2p);
 	ASSERT_EQ(0, pci_bound_to("vfio-pci", name, sizeof(name)))
 		TH_LOG("no device bound to vfio-pci");
-	if (p2p) {
-		EXPECT_EQ(0, run(self->out, sizeof(self->out),
-				 "dmabuf-rw check --json --source vfio:%s %s", name,
-				 NVME_DEV)) TH_LOG("%s", self->out);
-		EXPECT_HAS(self->out, "result", "ok");
-		EXPECT_HAS(self->out, "memory", "device memory");
-		EXPECT_HAS(self->out, "verified", "yes");
-	} else {
-		EXPECT_EQ(1, run(self->out, sizeof(self->out),
-				 "dmabuf-rw check --json --source vfio:%s %s", name,
-				 NVME_DEV)) TH_LOG("%s", self->out);
-		EXPECT_HAS(self->out, "result", "refused");
-		EXPECT_HAS(self->out, "step", "register");
-		EXPECT_HAS(self->out, "errno", "EOPNOTSUPP");
-		EXPECT_HAS(self->out, "reason", "the exporter cannot map this buffer");
-	}
+	snprintf(source, sizeof(source), "vfio:%s", name);
+	check_devmem(_metadata, self->out, sizeof(self->out), source, p2p);
 	/* by default the largest prefetchable BAR: ivshmem-plain's memory */
 	EXPECT_NE(NULL, strstr(self->out, "\"bar\": 2,")) TH_LOG("%s", self->out);
-	TH_LOG("%s", self->out);
 
 	/* BAR 0 of ivshmem-plain is its 256-byte register block */
 	EXPECT_EQ(1, run(self->out, sizeof(self->out),

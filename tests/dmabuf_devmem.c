@@ -17,7 +17,6 @@
  *           is refused with EOPNOTSUPP and nothing moves.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -34,6 +33,8 @@
 #include "texp.h"
 #include "dmabufrw.h"
 
+/* the test exporter's PCI driver: it takes the ivshmem-plain not given to vfio-pci */
+#define TEXP_DRIVER	"dma_buf_test_exporter"
 #define KiB	1024UL
 #define MiB	(1024UL * 1024)
 
@@ -49,50 +50,13 @@ FIXTURE(devmem) {
 	uint64_t bar;		/* size of the device memory */
 };
 
-/*
- * The PCI name (domain:bus:dev.fn) of the test exporter's ivshmem-plain
- * device (1af4:1110); the one for vfio-pci (driver_override) is not it.
- */
-static int devmem_pci_name(char *name, size_t len)
-{
-	char path[512], id[16];
-	struct dirent *e;
-	int ret = -1;
-	DIR *d;
-
-	d = opendir("/sys/bus/pci/devices");
-	while (d && ret && (e = readdir(d))) {
-		FILE *f;
-
-		snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/device", e->d_name);
-		f = fopen(path, "r");
-		if (!f)
-			continue;
-		if (fgets(id, sizeof(id), f) && !strncmp(id, "0x1110", 6)) {
-			snprintf(name, len, "%s", e->d_name);
-			ret = 0;
-		}
-		fclose(f);
-		snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/driver_override",
-			 e->d_name);
-		f = fopen(path, "r");
-		if (f && fgets(id, sizeof(id), f) && !strncmp(id, "vfio-pci", 8))
-			ret = -1;
-		if (f)
-			fclose(f);
-	}
-	if (d)
-		closedir(d);
-	return ret;
-}
-
 /* The size of BAR 2 of the ivshmem-plain device, or 0. */
 static uint64_t bar_size(void)
 {
 	char name[256], path[512];
 	struct stat st;
 
-	if (devmem_pci_name(name, sizeof(name)))
+	if (pci_bound_to(TEXP_DRIVER, name, sizeof(name)))
 		return 0;
 	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/resource2", name);
 	return stat(path, &st) ? 0 : st.st_size;
@@ -609,7 +573,7 @@ TEST_F(devmem, removing_the_device_revokes_its_buffers_for_good)
 	int dbuf, idle, evicted;
 
 	ASSERT_NE(NULL, z);
-	ASSERT_EQ(0, devmem_pci_name(name, sizeof(name)));
+	ASSERT_EQ(0, pci_bound_to(TEXP_DRIVER, name, sizeof(name)));
 	dbuf = texp_create(self->ctl, n * len, DMABUF_TEST_F_DEVMEM);
 	ASSERT_LE(0, dbuf);
 	idle = texp_create(self->ctl, 4 * MiB, DMABUF_TEST_F_DEVMEM |

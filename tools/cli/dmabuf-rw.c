@@ -156,6 +156,19 @@ static int read_line(const char *path, char *buf, size_t size)
 	return 0;
 }
 
+/* The last component of the symbolic link @path, in @buf; NULL if none. */
+static const char *link_name(const char *path, char *buf, size_t size)
+{
+	ssize_t n = readlink(path, buf, size - 1);
+	char *p;
+
+	if (n < 0)
+		return NULL;
+	buf[n] = 0;
+	p = strrchr(buf, '/');
+	return p ? p + 1 : buf;
+}
+
 static const char *errno_name(int err)
 {
 	switch (err) {
@@ -305,7 +318,6 @@ static int source_vfio(struct source *s, const char *spec)
 	uint64_t bar_size = 0;
 	uint16_t cmd;
 	bool noiommu;
-	ssize_t n;
 
 	/* [DDDD:]BB:DD.F, then :BAR */
 	for (p = spec; *p && *p != '.'; p++)
@@ -329,15 +341,13 @@ static int source_vfio(struct source *s, const char *spec)
 		bar = v;
 	}
 	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/driver", bdf);
-	n = readlink(path, link, sizeof(link) - 1);
-	if (n < 0) {
+	drv = link_name(path, link, sizeof(link));
+	if (!drv) {
 		snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s", bdf);
 		source_why(s, access(path, F_OK) ? "no PCI device %s" :
 			   "%s has no driver: bind it to vfio-pci (driver_override)", bdf);
 		return -ENODEV;
 	}
-	link[n] = 0;
-	drv = strrchr(link, '/') + 1;
 	/* vfio-pci and its variants: nvgrace-gpu-vfio-pci, mlx5_vfio_pci, ... */
 	if (!strstr(drv, "vfio")) {
 		source_why(s, "%s is bound to %s, not to vfio-pci: only vfio-pci "
@@ -346,13 +356,11 @@ static int source_vfio(struct source *s, const char *spec)
 	}
 
 	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/iommu_group", bdf);
-	n = readlink(path, link, sizeof(link) - 1);
-	if (n < 0) {
+	grp = link_name(path, link, sizeof(link));
+	if (!grp) {
 		source_why(s, "%s has no IOMMU group (nor a no-IOMMU one)", bdf);
 		return -ENODEV;
 	}
-	link[n] = 0;
-	grp = strrchr(link, '/') + 1;
 	snprintf(path, sizeof(path), "/dev/vfio/noiommu-%s", grp);
 	noiommu = !access(path, F_OK);
 	if (!noiommu)
@@ -579,18 +587,16 @@ static int nvme_sgl_support(const char *disk)
 		.cdw10 = 1,		/* CNS 1: the controller */
 		.data_len = 4096,
 	};
-	char path[PATH_MAX], link[PATH_MAX], *ctrl;
+	char path[PATH_MAX], link[PATH_MAX];
+	const char *ctrl;
 	unsigned char *id;
-	ssize_t n;
 	int fd, ret = -1;
 
 	snprintf(path, sizeof(path), "/sys/block/%s/device", disk);
-	n = readlink(path, link, sizeof(link) - 1);
-	if (n < 0)
+	ctrl = link_name(path, link, sizeof(link));
+	if (!ctrl)
 		return -1;
-	link[n] = 0;
-	ctrl = strrchr(link, '/');
-	snprintf(path, sizeof(path), "/dev/%.64s", ctrl ? ctrl + 1 : link);
+	snprintf(path, sizeof(path), "/dev/%.64s", ctrl);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -1;
