@@ -15,18 +15,46 @@ export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-8G}
 die() { echo "${0##*/}: $*" >&2; exit 1; }
 msg() { echo "${0##*/}: $*" >&2; }
 
-# The mirror the system already uses for the main Debian archive (never the
-# security archive), from its deb822 or one-line apt sources.
+# The mirror the system already uses for the main Debian archive: the
+# first source whose components include main and whose suites include the
+# system's release (os-release's VERSION_CODENAME; on testing or sid,
+# whose sources may name another suite, any), never the security archive;
+# debian.sources first, then the other deb822 files, then the one-line
+# sources.list.  Third-party repositories (their own suites or components)
+# do not match.  APT_ETC (default /etc/apt) is for tests.
 debian_mirror() {
-	local f m=
-	for f in /etc/apt/sources.list.d/*.sources; do
-		[ -f "$f" ] || continue
-		m=$(awk '/^URIs:/ { for (i = 2; i <= NF; i++) if ($i !~ /security/) { print $i; exit } }' "$f")
-		[ -n "$m" ] && break
+	local etc=${APT_ETC:-/etc/apt} codename= f files=() m=
+	codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+	[ -f "$etc/sources.list.d/debian.sources" ] && files+=("$etc/sources.list.d/debian.sources")
+	for f in "$etc"/sources.list.d/*.sources; do
+		[ -f "$f" ] && [ "$f" != "$etc/sources.list.d/debian.sources" ] && files+=("$f")
 	done
-	if [ -z "$m" ] && [ -f /etc/apt/sources.list ]; then
-		m=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /:\/\//) { print $i; exit } }' /etc/apt/sources.list)
-	fi
+	local rel
+	for rel in "$codename" ""; do
+		[ -z "$m" ] && [ ${#files[@]} -gt 0 ] && m=$(awk -v rel="$rel" '
+		function stanza() {
+			if (!found && !off && uris != "" && types ~ /(^| )deb( |$)/ &&
+			    comps ~ /(^| )main( |$)/ && (rel == "" || suites ~ ("(^| )" rel "( |$)"))) {
+				n = split(uris, u, " ")
+				for (i = 1; i <= n; i++)
+					if (u[i] !~ /security/) { print u[i]; found = 1; exit }
+			}
+			uris = suites = comps = types = ""; off = 0
+		}
+		FNR == 1 { stanza() }
+		/^[ \t]*$/ { stanza(); next }
+		/^URIs:/ { uris = $0; sub(/^URIs:[ \t]*/, "", uris) }
+		/^Suites:/ { suites = $0; sub(/^Suites:[ \t]*/, "", suites) }
+		/^Components:/ { comps = $0; sub(/^Components:[ \t]*/, "", comps) }
+		/^Types:/ { types = $0; sub(/^Types:[ \t]*/, "", types) }
+		/^Enabled:[ \t]*no/ { off = 1 }
+		END { stanza() }' "${files[@]}")
+		[ -z "$m" ] && [ -f "$etc/sources.list" ] && m=$(awk -v rel="$rel" '
+			$1 == "deb" && $0 !~ /security/ {
+				sub(/^deb[ \t]+(\[[^]]*\][ \t]+)?/, "")
+				if ((rel == "" || $2 == rel) && / main( |$)/) { print $1; exit }
+			}' "$etc/sources.list")
+	done
 	echo "$m"
 }
 
