@@ -15,23 +15,51 @@ export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-8G}
 die() { echo "${0##*/}: $*" >&2; exit 1; }
 msg() { echo "${0##*/}: $*" >&2; }
 
-# The mirror the system already uses for the main Debian archive: the
-# first source whose components include main and whose suites include the
-# system's release (os-release's VERSION_CODENAME; on testing or sid,
-# whose sources may name another suite, any), never the security archive;
-# debian.sources first, then the other deb822 files, then the one-line
-# sources.list.  Third-party repositories (their own suites or components)
-# do not match.  APT_ETC (default /etc/apt) is for tests.
+# The mirror the system already uses for the main Debian archive.  First
+# what apt says of the sources it has fetched (origin and label Debian,
+# component main: never the security archive or a third party), else the
+# sources themselves: the first with component main and the system's
+# release among its suites (os-release's VERSION_CODENAME; on testing or
+# sid, whose sources may name another suite, any), in debian.sources,
+# then sources.list, then the other deb822 files.  APT_ETC and OS_RELEASE
+# (default /etc/apt, /etc/os-release) are for tests: with APT_ETC set,
+# apt is not asked.
 debian_mirror() {
-	local etc=${APT_ETC:-/etc/apt} codename= f files=() m=
-	codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+	local etc=${APT_ETC:-/etc/apt} codename= f files=() m= rel
+	if [ -z "${APT_ETC:-}" ]; then
+		m=$(apt-cache policy 2>/dev/null | awk '
+			$1 ~ /^-?[0-9]+$/ && $2 ~ /:\/\// { u = $2; next }
+			u != "" && $1 == "release" && /[ ,]o=Debian(,|$)/ && /[ ,]l=Debian(,|$)/ &&
+			    /[ ,]c=main(,|$)/ { print u; exit }')
+		[ -z "$m" ] || { echo "$m"; return; }
+	fi
+	codename=$(. "${OS_RELEASE:-/etc/os-release}" 2>/dev/null && echo "${VERSION_CODENAME:-}")
 	[ -f "$etc/sources.list.d/debian.sources" ] && files+=("$etc/sources.list.d/debian.sources")
 	for f in "$etc"/sources.list.d/*.sources; do
 		[ -f "$f" ] && [ "$f" != "$etc/sources.list.d/debian.sources" ] && files+=("$f")
 	done
-	local rel
 	for rel in "$codename" ""; do
-		[ -z "$m" ] && [ ${#files[@]} -gt 0 ] && m=$(awk -v rel="$rel" '
+		[ -z "$m" ] && [ -f "$etc/sources.list.d/debian.sources" ] &&
+			m=$(deb822_mirror "$rel" "$etc/sources.list.d/debian.sources")
+		[ -z "$m" ] && [ -f "$etc/sources.list" ] && m=$(awk -v rel="$rel" '
+			$1 == "deb" && $0 !~ /security/ {
+				sub(/^[ \t]*deb[ \t]+(\[[^]]*\][ \t]+)?/, "")
+				if (rel != "" && $2 != rel)
+					next
+				for (i = 3; i <= NF; i++)
+					if ($i == "main") { print $1; exit }
+			}' "$etc/sources.list")
+		[ -z "$m" ] && [ ${#files[@]} -gt 0 ] && m=$(deb822_mirror "$rel" "${files[@]}")
+	done
+	echo "$m"
+}
+
+# The first URI of deb822 sources FILES... whose stanza is enabled, of type
+# deb, with component main and suite REL (any if empty), never security.
+deb822_mirror() {
+	local rel=$1
+	shift
+	awk -v rel="$rel" '
 		function stanza() {
 			if (!found && !off && uris != "" && types ~ /(^| )deb( |$)/ &&
 			    comps ~ /(^| )main( |$)/ && (rel == "" || suites ~ ("(^| )" rel "( |$)"))) {
@@ -43,19 +71,12 @@ debian_mirror() {
 		}
 		FNR == 1 { stanza() }
 		/^[ \t]*$/ { stanza(); next }
-		/^URIs:/ { uris = $0; sub(/^URIs:[ \t]*/, "", uris) }
-		/^Suites:/ { suites = $0; sub(/^Suites:[ \t]*/, "", suites) }
-		/^Components:/ { comps = $0; sub(/^Components:[ \t]*/, "", comps) }
-		/^Types:/ { types = $0; sub(/^Types:[ \t]*/, "", types) }
-		/^Enabled:[ \t]*no/ { off = 1 }
-		END { stanza() }' "${files[@]}")
-		[ -z "$m" ] && [ -f "$etc/sources.list" ] && m=$(awk -v rel="$rel" '
-			$1 == "deb" && $0 !~ /security/ {
-				sub(/^deb[ \t]+(\[[^]]*\][ \t]+)?/, "")
-				if ((rel == "" || $2 == rel) && / main( |$)/) { print $1; exit }
-			}' "$etc/sources.list")
-	done
-	echo "$m"
+		/^URIs:/ { uris = $0; sub(/^URIs:[ \t]*/, "", uris); gsub(/\t/, " ", uris) }
+		/^Suites:/ { suites = $0; sub(/^Suites:[ \t]*/, "", suites); gsub(/\t/, " ", suites) }
+		/^Components:/ { comps = $0; sub(/^Components:[ \t]*/, "", comps); gsub(/\t/, " ", comps) }
+		/^Types:/ { types = $0; sub(/^Types:[ \t]*/, "", types); gsub(/\t/, " ", types) }
+		/^Enabled:[ \t]*[Nn]o/ { off = 1 }
+		END { stanza() }' "$@"
 }
 
 # A private apt configuration in DIR (emptied first) that sees one suite of
