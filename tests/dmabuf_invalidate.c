@@ -1710,6 +1710,17 @@ static void child_reader(int ctl, int dbuf, int fd, unsigned int seed,
 	if (exit_after_us < 0)
 		pause();	/* until killed */
 	usleep(exit_after_us);
+	/*
+	 * Exit with I/O in flight, but only after some has completed: on a
+	 * busy host (TCG beside another VM) the first I/O took longer than
+	 * the delay.  Up to 30 s more.
+	 */
+	for (int i = 0; i < 3000; i++) {
+		if (__atomic_load_n(&rd.done, __ATOMIC_RELAXED) ||
+		    __atomic_load_n(&rd.setup_error, __ATOMIC_RELAXED))
+			break;
+		usleep(10000);
+	}
 	/* migrations are invisible to I/O: no failure is allowed */
 	if (rd.setup_error || rd.data_errors || rd.poison_hits || rd.bad_errno)
 		_exit(1);
