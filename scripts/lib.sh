@@ -34,7 +34,6 @@ debian_mirror() {
 		[ -z "$m" ] || { echo "$m"; return; }
 	fi
 	codename=$(. "${OS_RELEASE:-/etc/os-release}" 2>/dev/null && echo "${VERSION_CODENAME:-}")
-	[ -f "$etc/sources.list.d/debian.sources" ] && files+=("$etc/sources.list.d/debian.sources")
 	for f in "$etc"/sources.list.d/*.sources; do
 		[ -f "$f" ] && [ "$f" != "$etc/sources.list.d/debian.sources" ] && files+=("$f")
 	done
