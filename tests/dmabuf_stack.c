@@ -975,6 +975,87 @@ TEST_F(stack, raid1_write_to_a_mirror_added_after_registration_fails_with_einval
 }
 
 /*
+ * A disk that replaced a failed mirror of an md RAID1 after the dma-buf's
+ * registration has no mapping of it, but the mirror that was there does:
+ * dma-buf reads go to that one, though read balancing would pick the new
+ * disk first (slot 0, idle), and are never refused for it (they used to
+ * fail with EINVAL, or go to the new disk and fail there).  Once only the
+ * new disk is left, a read fails with EINVAL (register again), not EIO,
+ * moves nothing and fails no mirror; registered again, the buffer reads it.
+ */
+TEST_F(stack, raid1_reads_go_to_a_registered_mirror_after_a_disk_is_replaced)
+{
+	char path[128], text[64], name[32];
+	int i, err = 0;
+
+	one_buf_init(_metadata, &self->b);
+	ASSERT_EQ(0, md_create(&self->md, 1, self->member + 2, 2, 0));
+	self->dev = open(self->md.path, O_RDWR | O_DIRECT);
+	ASSERT_LE(0, self->dev);
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->b.ring, 0, self->b.ubuf, self->dev));
+	pattern_fill(self->b.map, MiB, 61, 0);
+	for (i = 0; i < 4; i++)
+		ASSERT_EQ(MiB, dmabufrw_rw_fixed(&self->b.ring, true, self->dev, 0, 0, MiB,
+						 i * 4 * MiB));
+
+	/* member 1 replaces member 2 in slot 0 and is recovered whole */
+	ASSERT_EQ(0, ioctl(self->md.fd, SET_DISK_FAULTY, self->member[2]));
+	for (i = 0; i < 100; i++) {
+		if (!ioctl(self->md.fd, HOT_REMOVE_DISK, self->member[2]))
+			break;
+		err = errno;
+		usleep(20000);
+	}
+	ASSERT_GT(100, i) TH_LOG("hot remove: %s", strerror(err));
+	ASSERT_EQ(0, ioctl(self->md.fd, HOT_ADD_DISK, self->member[1]))
+		TH_LOG("hot add: %s", strerror(errno));
+	member_name(1, name, sizeof(name));
+	snprintf(path, sizeof(path), "/sys/block/%s/md/dev-%s/state",
+		 strrchr(self->md.path, '/') + 1, name);
+	for (i = 0; i < 1200; i++) {
+		if (read_text(path, text, sizeof(text)) > 0 && strstr(text, "in_sync"))
+			break;
+		usleep(50000);
+	}
+	ASSERT_GT(1200, i) TH_LOG("member 1 not in sync after 60 s: %s", text);
+	snprintf(path, sizeof(path), "/sys/block/%s/md/dev-%s/slot",
+		 strrchr(self->md.path, '/') + 1, name);
+	ASSERT_LT(0, read_text(path, text, sizeof(text)));
+	ASSERT_EQ(0, atoi(text)) TH_LOG("member 1 took slot %s", text);
+
+	/* every read is served by member 3, at QD 1 and with both idle */
+	for (i = 0; i < 8; i++) {
+		memset(self->b.map, 0, MiB);
+		EXPECT_EQ(MiB, dmabufrw_rw_fixed(&self->b.ring, false, self->dev, 0, 0, MiB,
+						 i % 4 * 4 * MiB));
+		EXPECT_EQ(-1, pattern_check(self->b.map, MiB, 61, 0));
+	}
+	ASSERT_LT(0, read_text(path, text, sizeof(text)));
+	EXPECT_EQ(0, atoi(text)) TH_LOG("member 1 left slot 0: %s", text);
+
+	/* member 3 fails: the new disk alone cannot serve the registration */
+	ASSERT_EQ(0, ioctl(self->md.fd, SET_DISK_FAULTY, self->member[3]));
+	memset(self->b.map, 0x5a, MiB);
+	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&self->b.ring, false, self->dev, 0, 0, MiB, 0));
+	EXPECT_EQ(0x5a, ((unsigned char *)self->b.map)[0]);
+	EXPECT_EQ(0x5a, ((unsigned char *)self->b.map)[MiB - 1]);
+	snprintf(path, sizeof(path), "/sys/block/%s/md/dev-%s/state",
+		 strrchr(self->md.path, '/') + 1, name);
+	ASSERT_LT(0, read_text(path, text, sizeof(text)));
+	EXPECT_EQ(NULL, strstr(text, "faulty")) TH_LOG("member 1: %s", text);
+
+	/* registered again, the buffer reads the new disk */
+	ASSERT_EQ(0, dmabufrw_register_dmabuf(&self->b.ring, 0, self->b.ubuf, self->dev));
+	EXPECT_EQ(MiB, dmabufrw_rw_fixed(&self->b.ring, false, self->dev, 0, 0, MiB, 4 * MiB));
+	EXPECT_EQ(-1, pattern_check(self->b.map, MiB, 61, 0));
+
+	close(self->dev);
+	self->dev = -1;
+	one_buf_exit(&self->b);
+	EXPECT_EQ(0, md_stop(&self->md));
+}
+
+/*
  * RAID1 over a dm-linear device on member 1 and member 3, whose dm leg's
  * table is then swapped for one on member 0, which was not part of the
  * array when the dma-buf was registered (member 0 first gets what member 1
