@@ -18,6 +18,8 @@
 #                        (hours on 2 cores; README "On a real machine")
 #   make deb-rig         the userspace package and the kernel package of the
 #                        rig's configuration, which make test boots
+#   make deb-boot        boot the kernel package of make deb in the VM and
+#                        run tests/list-distro on it (minutes)
 #   make shell           boot the test VM with a shell on the console
 #   make soak            migration storm under I/O for SOAK_SECONDS (600)
 #   make bench           benchmark: base kernel, one boot per IOMMU mode,
@@ -55,7 +57,7 @@ TOOL_BINS := $(GUEST)/tools/dmabuf-rw $(GUEST)/tools/dmabuf-rw-demo \
 RIG_BINS := $(GUEST)/tools/mkmd
 
 .PHONY: all deps tree export series-status kernel kernel-base kernel-bpf tools \
-	initramfs initramfs-base initramfs-bpf initramfs-deb deb deb-tools deb-rig test demo shell bench bench-quick bench-full bench-profile kernel-profile checkpatch \
+	initramfs initramfs-base initramfs-bpf initramfs-deb initramfs-distro deb deb-tools deb-rig deb-boot test demo shell bench bench-quick bench-full bench-profile kernel-profile checkpatch \
 	check-configs check-groups check-bisect \
 	clean distclean
 
@@ -225,6 +227,21 @@ initramfs-deb: deb-rig tools
 
 test: kernel initramfs kernel-bpf initramfs-bpf initramfs-deb
 	@scripts/run-tests
+
+# The distribution kernel's package of `make deb` (not built here: hours)
+# booted in the VM under the strict IOMMU, with the guest programs of
+# tests/list-distro on its image and its own modules; fails on a failed
+# case or a kernel report.
+initramfs-distro: tools
+	@scripts/mk-initramfs distro
+
+deb-boot: initramfs-distro
+	@vm=$(BUILD)/vm/distro-strict; \
+	 scripts/run-vm --flavour distro --iommu strict --mode test --timeout 1800 --out $$vm; rc=$$?; \
+	 sed -e 's/\r$$//' -e '/^@@@ /d' $$vm/results.txt; \
+	 scripts/check-log $$vm/console.log || rc=1; \
+	 if [ $$rc -eq 0 ]; then echo "deb-boot: every case passed, no kernel report"; \
+	 else echo "deb-boot: FAILED (log: $$vm/console.log)" >&2; fi; exit $$rc
 
 # DEVMEM=switch|root adds device memory (scripts/run-vm --devmem): behind
 # the switch the IOMMU mode is none unless IOMMU says pt (a translating
