@@ -328,17 +328,20 @@ static inline int write_text(const char *path, const char *text)
 /*
  * The dma-buf with inode number @ino in debugfs's dma_buf/bufinfo: the
  * reference count of its file (descriptors and kernel references, such as
- * a registration's) and its number of attachments.  Returns 0, or -1 when
- * there is no such buffer (any more).
+ * a registration's) and its number of attachments.  Returns 0, -ENOENT
+ * when there is no such buffer (any more), or the -errno of a failed open
+ * or read (the file's locks are interruptible).
  */
 static inline int bufinfo(unsigned long ino, long *refs, int *attached)
 {
 	FILE *f = fopen("/sys/kernel/debug/dma_buf/bufinfo", "r");
 	char line[512];
-	int found = -1;
+	int found = -1, err;
 
+	*refs = -1;
+	*attached = -1;
 	if (!f)
-		return -1;
+		return -errno;
 	while (fgets(line, sizeof(line), f)) {
 		unsigned long size, flags, mode, i;
 		long count;
@@ -355,8 +358,9 @@ static inline int bufinfo(unsigned long ino, long *refs, int *attached)
 			break;
 		}
 	}
+	err = ferror(f) ? -errno : -ENOENT;
 	fclose(f);
-	return found == 1 ? 0 : -1;
+	return found == 1 ? 0 : err;
 }
 
 /*
