@@ -230,18 +230,12 @@ test: kernel initramfs kernel-bpf initramfs-bpf initramfs-deb
 
 # The distribution kernel's package of `make deb` (not built here: hours)
 # booted in the VM under the strict IOMMU, with the guest programs of
-# tests/list-distro on its image and its own modules; fails on a failed
-# case or a kernel report.
+# tests/list-distro on its image and its own modules (scripts/deb-boot).
 initramfs-distro: tools
 	@scripts/mk-initramfs distro
 
 deb-boot: initramfs-distro
-	@vm=$(BUILD)/vm/distro-strict; \
-	 scripts/run-vm --flavour distro --iommu strict --mode test --timeout 1800 --out $$vm; rc=$$?; \
-	 sed -e 's/\r$$//' -e '/^@@@ /d' $$vm/results.txt; \
-	 scripts/check-log $$vm/console.log || rc=1; \
-	 if [ $$rc -eq 0 ]; then echo "deb-boot: every case passed, no kernel report"; \
-	 else echo "deb-boot: FAILED (log: $$vm/console.log)" >&2; fi; exit $$rc
+	@scripts/deb-boot
 
 # DEVMEM=switch|root adds device memory (scripts/run-vm --devmem): behind
 # the switch the IOMMU mode is none unless IOMMU says pt (a translating

@@ -329,8 +329,9 @@ static inline int write_text(const char *path, const char *text)
  * The dma-buf with inode number @ino in debugfs's dma_buf/bufinfo: the
  * reference count of its file (descriptors and kernel references, such as
  * a registration's) and its number of attachments.  Returns 0, -ENOENT
- * when there is no such buffer (any more), or the -errno of a failed open
- * or read (the file's locks are interruptible).
+ * when there is no such buffer (any more), -EPROTO when its entry ends
+ * without the count of attachments, or the -errno of a failed open or
+ * read (the file's locks are interruptible).
  */
 static inline int bufinfo(unsigned long ino, long *refs, int *attached)
 {
@@ -358,7 +359,7 @@ static inline int bufinfo(unsigned long ino, long *refs, int *attached)
 			break;
 		}
 	}
-	err = ferror(f) ? -errno : -ENOENT;
+	err = ferror(f) ? -errno : found == 0 ? -EPROTO : -ENOENT;
 	fclose(f);
 	return found == 1 ? 0 : err;
 }
