@@ -698,6 +698,36 @@ static void md_attr(const struct md_array *md, const char *attr, char *path,
 		 attr);
 }
 
+/* The path of sysfs attribute @attr of member @i in array @md. */
+static void md_dev_attr(const struct md_array *md, int i, const char *attr,
+			char *path, size_t size)
+{
+	char name[32];
+
+	member_name(i, name, sizeof(name));
+	snprintf(path, size, "/sys/block/%s/md/dev-%s/%s",
+		 strrchr(md->path, '/') + 1, name, attr);
+}
+
+/*
+ * Fail member @i of array @md and take it out, once md lets it go (its
+ * pending I/O done): 0 or -errno.
+ */
+static int md_fail_and_remove(const struct md_array *md, int i, const dev_t *member)
+{
+	int tries, err;
+
+	if (ioctl(md->fd, SET_DISK_FAULTY, member[i]))
+		return -errno;
+	for (tries = 0; tries < 100; tries++) {
+		if (!ioctl(md->fd, HOT_REMOVE_DISK, member[i]))
+			return 0;
+		err = -errno;
+		usleep(20000);
+	}
+	return err;
+}
+
 /*
  * One leg of an md RAID1 fails, then is removed from the array, under
  * dma-buf reads and writes at QD 8: every I/O completes with its data
@@ -918,8 +948,8 @@ TEST_F(stack, raid1_io_reaching_a_removed_leg_fails_it_and_completes)
  */
 TEST_F(stack, raid1_write_to_a_mirror_added_after_registration_fails_with_einval)
 {
-	char path[128], text[64], name[32];
-	int i, err = 0;
+	char path[128], text[64];
+	int i;
 
 	one_buf_init(_metadata, &self->b);
 	ASSERT_EQ(0, md_create(&self->md, 1, self->member + 2, 2, 0));
@@ -930,21 +960,12 @@ TEST_F(stack, raid1_write_to_a_mirror_added_after_registration_fails_with_einval
 	ASSERT_EQ(MiB, dmabufrw_rw_fixed(&self->b.ring, true, self->dev, 0, 0, MiB, 0));
 
 	/* member 1 replaces member 3, recovering slowly: it takes writes */
-	ASSERT_EQ(0, ioctl(self->md.fd, SET_DISK_FAULTY, self->member[3]));
-	for (i = 0; i < 100; i++) {
-		if (!ioctl(self->md.fd, HOT_REMOVE_DISK, self->member[3]))
-			break;
-		err = errno;
-		usleep(20000);
-	}
-	ASSERT_GT(100, i) TH_LOG("hot remove: %s", strerror(err));
+	ASSERT_EQ(0, md_fail_and_remove(&self->md, 3, self->member));
 	md_attr(&self->md, "sync_speed_max", path, sizeof(path));
 	ASSERT_EQ(0, write_text(path, "1000"));
 	ASSERT_EQ(0, ioctl(self->md.fd, HOT_ADD_DISK, self->member[1]))
 		TH_LOG("hot add: %s", strerror(errno));
-	member_name(1, name, sizeof(name));
-	snprintf(path, sizeof(path), "/sys/block/%s/md/dev-%s/slot",
-		 strrchr(self->md.path, '/') + 1, name);
+	md_dev_attr(&self->md, 1, "slot", path, sizeof(path));
 	for (i = 0; i < 100; i++) {
 		if (read_text(path, text, sizeof(text)) > 0 && text[0] != 'n')
 			break;
@@ -957,8 +978,7 @@ TEST_F(stack, raid1_write_to_a_mirror_added_after_registration_fails_with_einval
 					     2 * MiB));
 	/* the old mirror holds the zeroes md_create() wrote */
 	EXPECT_EQ(0, pattern_check_fd(self->fd[2], 2 * MiB, MiB, 52, 0));
-	snprintf(path, sizeof(path), "/sys/block/%s/md/dev-%s/state",
-		 strrchr(self->md.path, '/') + 1, name);
+	md_dev_attr(&self->md, 1, "state", path, sizeof(path));
 	ASSERT_LT(0, read_text(path, text, sizeof(text)));
 	EXPECT_EQ(NULL, strstr(text, "faulty")) TH_LOG("member 1: %s", text);
 
@@ -985,8 +1005,8 @@ TEST_F(stack, raid1_write_to_a_mirror_added_after_registration_fails_with_einval
  */
 TEST_F(stack, raid1_reads_go_to_a_registered_mirror_after_a_disk_is_replaced)
 {
-	char path[128], text[64], name[32];
-	int i, err = 0;
+	char path[128], text[64];
+	int i;
 
 	one_buf_init(_metadata, &self->b);
 	ASSERT_EQ(0, md_create(&self->md, 1, self->member + 2, 2, 0));
@@ -999,27 +1019,17 @@ TEST_F(stack, raid1_reads_go_to_a_registered_mirror_after_a_disk_is_replaced)
 						 i * 4 * MiB));
 
 	/* member 1 replaces member 2 in slot 0 and is recovered whole */
-	ASSERT_EQ(0, ioctl(self->md.fd, SET_DISK_FAULTY, self->member[2]));
-	for (i = 0; i < 100; i++) {
-		if (!ioctl(self->md.fd, HOT_REMOVE_DISK, self->member[2]))
-			break;
-		err = errno;
-		usleep(20000);
-	}
-	ASSERT_GT(100, i) TH_LOG("hot remove: %s", strerror(err));
+	ASSERT_EQ(0, md_fail_and_remove(&self->md, 2, self->member));
 	ASSERT_EQ(0, ioctl(self->md.fd, HOT_ADD_DISK, self->member[1]))
 		TH_LOG("hot add: %s", strerror(errno));
-	member_name(1, name, sizeof(name));
-	snprintf(path, sizeof(path), "/sys/block/%s/md/dev-%s/state",
-		 strrchr(self->md.path, '/') + 1, name);
+	md_dev_attr(&self->md, 1, "state", path, sizeof(path));
 	for (i = 0; i < 1200; i++) {
 		if (read_text(path, text, sizeof(text)) > 0 && strstr(text, "in_sync"))
 			break;
 		usleep(50000);
 	}
 	ASSERT_GT(1200, i) TH_LOG("member 1 not in sync after 60 s: %s", text);
-	snprintf(path, sizeof(path), "/sys/block/%s/md/dev-%s/slot",
-		 strrchr(self->md.path, '/') + 1, name);
+	md_dev_attr(&self->md, 1, "slot", path, sizeof(path));
 	ASSERT_LT(0, read_text(path, text, sizeof(text)));
 	ASSERT_EQ(0, atoi(text)) TH_LOG("member 1 took slot %s", text);
 
@@ -1039,8 +1049,7 @@ TEST_F(stack, raid1_reads_go_to_a_registered_mirror_after_a_disk_is_replaced)
 	EXPECT_EQ(-EINVAL, dmabufrw_rw_fixed(&self->b.ring, false, self->dev, 0, 0, MiB, 0));
 	EXPECT_EQ(0x5a, ((unsigned char *)self->b.map)[0]);
 	EXPECT_EQ(0x5a, ((unsigned char *)self->b.map)[MiB - 1]);
-	snprintf(path, sizeof(path), "/sys/block/%s/md/dev-%s/state",
-		 strrchr(self->md.path, '/') + 1, name);
+	md_dev_attr(&self->md, 1, "state", path, sizeof(path));
 	ASSERT_LT(0, read_text(path, text, sizeof(text)));
 	EXPECT_EQ(NULL, strstr(text, "faulty")) TH_LOG("member 1: %s", text);
 
